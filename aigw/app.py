@@ -1,0 +1,223 @@
+"""The ASGI application: edge checks, routing, the pipeline, the response, the access log.
+
+It holds a `RuntimeHolder`; each request takes the current runtime once and keeps it to the
+end, so a reload swaps the runtime for new requests while in-flight ones finish on the old.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aigw.accesslog import log_request
+from aigw.body import read_body
+from aigw.context import RequestContext, RequestView
+from aigw.errors import (
+    BadRequest,
+    ClientDisconnected,
+    GatewayError,
+    HeadersTooLarge,
+    OperationNotFound,
+    PayloadTooLarge,
+)
+from aigw.headers import Headers
+from aigw.pipeline.errors import error_response
+from aigw.pipeline.executor import complete, execute
+from aigw.relay import send_response
+from aigw.reload import RuntimeHolder
+from aigw.runtime import OperationTarget, Runtime
+
+log = logging.getLogger("aigw.app")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class Gateway:
+    def __init__(self, holder: RuntimeHolder) -> None:
+        self.holder = holder
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.holder.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.holder.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        headers = Headers.from_asgi(scope["headers"])
+        incoming_id = headers.get("x-request-id")
+        request_id = (
+            incoming_id if incoming_id and _REQUEST_ID.match(incoming_id) else uuid.uuid4().hex
+        )
+        path = scope["path"]
+        if path in ("/healthz", "/readyz"):
+            await self._probe(path, send, request_id)
+            return
+        runtime = self.holder.current
+        runtime.in_flight += 1
+        ctx: RequestContext | None = None
+        status = 500
+        try:
+            ctx, status = await self._handle(runtime, scope, headers, receive, send, request_id)
+        finally:
+            runtime.in_flight -= 1
+            if runtime.config.gateway.access_log:
+                log_request(
+                    ctx,
+                    request_id=request_id,
+                    method=scope["method"],
+                    path=path,
+                    status=status,
+                    duration=time.perf_counter() - started,
+                )
+
+    async def _handle(
+        self,
+        runtime: Runtime,
+        scope: Scope,
+        headers: Headers,
+        receive: Receive,
+        send: Send,
+        request_id: str,
+    ) -> tuple[RequestContext | None, int]:
+        limits = runtime.config.gateway.limits
+        try:
+            _check_headers(scope["headers"], limits.max_header_count, limits.max_header_bytes)
+            match = runtime.router.match(scope["method"], scope["path"])
+            if match is None:
+                raise OperationNotFound()
+            declared = headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limits.max_body_size:
+                raise PayloadTooLarge()
+            body = await read_body(receive, limits.max_body_size, limits.body_timeout)
+        except ClientDisconnected:
+            return None, 499
+        except GatewayError as exc:
+            response = error_response(exc)
+            await send_response(send, response, request_id)
+            return None, response.status_code
+        request = RequestView(
+            method=scope["method"],
+            scheme=scope.get("scheme", "http"),
+            host=headers.get("host") or "",
+            path=scope["path"],
+            query=parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True),
+            headers=headers,
+            client_ip=(scope.get("client") or ("", 0))[0],
+            body=body,
+        )
+        request.backend_path = match.suffix
+        request.matched_parameters = match.params
+        ctx = RequestContext(request_id, request, match.route.api, match.route.operation)
+        ctx.services = runtime.services
+        target: OperationTarget = match.route.target
+        ctx.backend_id = target.default_backend
+        ctx.deployment_id = match.params.get("deployment-id")
+        if match.route.json_body:
+            try:
+                _read_model(ctx)
+            except BadRequest as exc:
+                response = error_response(exc)
+                await send_response(send, response, request_id)
+                return ctx, response.status_code
+        status = await self._run(runtime, target, ctx, receive, send)
+        return ctx, status
+
+    async def _run(
+        self,
+        runtime: Runtime,
+        target: OperationTarget,
+        ctx: RequestContext,
+        receive: Receive,
+        send: Send,
+    ) -> int:
+        """Run the chain and relay the response; a client disconnect cancels both."""
+        task = asyncio.current_task()
+        assert task is not None
+        finished = False
+
+        async def watch_disconnect() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    if not finished:
+                        ctx.client_disconnected = True
+                        task.cancel()
+                    return
+
+        watcher = asyncio.create_task(watch_disconnect())
+        response = None
+        try:
+            chain = target.chain_for(ctx.product.id if ctx.product else None)
+            response = await execute(chain, ctx, runtime.forward)
+            await send_response(send, response, ctx.request_id, ctx)
+            return response.status_code
+        except asyncio.CancelledError:
+            if not ctx.client_disconnected:
+                raise
+            task.uncancel()
+            return 499
+        finally:
+            finished = True
+            watcher.cancel()
+            if response is not None:
+                await response.aclose()
+            if ctx.response is not None and ctx.response is not response:
+                await ctx.response.aclose()
+            await complete(ctx)
+
+    async def _probe(self, path: str, send: Send, request_id: str) -> None:
+        from aigw.context import Response
+
+        if path == "/healthz":
+            status, body = 200, {"status": "live"}
+        elif self.holder.ready:
+            status, body = 200, {"status": "ready"}
+        else:
+            status, body = 503, {"status": "not ready", "reason": self.holder.not_ready_reason}
+        response = Response(
+            status, Headers([("content-type", "application/json")]), json.dumps(body).encode()
+        )
+        await send_response(send, response, request_id)
+
+
+def _check_headers(raw: list[tuple[bytes, bytes]], max_count: int, max_bytes: int) -> None:
+    if len(raw) > max_count:
+        raise HeadersTooLarge(f"Too many request headers (at most {max_count})")
+    if sum(len(k) + len(v) + 4 for k, v in raw) > max_bytes:
+        raise HeadersTooLarge(f"Request headers are larger than {max_bytes} bytes")
+
+
+def _read_model(ctx: RequestContext) -> None:
+    """LLM routes: parse the JSON body strictly up front and note the model it names."""
+    body = ctx.request.json
+    if body is None:
+        raise BadRequest(
+            "Request body is required and must be a JSON object", reason="InvalidJsonBody"
+        )
+    if not isinstance(body, dict):
+        raise BadRequest("Request body must be a JSON object", reason="InvalidJsonBody")
+    model = body.get("model")
+    ctx.model = model if isinstance(model, str) else ctx.deployment_id

@@ -1,0 +1,115 @@
+"""An HTTP backend: one pooled keep-alive aiohttp session per backend.
+
+Client-library exceptions are translated into gateway errors here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from urllib.parse import urlencode
+
+import aiohttp
+
+from aigw.config.model import BackendConfig
+from aigw.context import RequestContext, Response
+from aigw.errors import BackendConnectionFailure, BackendProtocolError, BackendTimeout
+from aigw.headers import HOP_BY_HOP, Headers
+
+# Never forwarded upstream: framing is recomputed, Host comes from the backend URL.
+_REQUEST_SKIP = HOP_BY_HOP | {"host", "content-length", "expect"}
+_RESPONSE_SKIP = HOP_BY_HOP
+
+
+class HttpBackend:
+    def __init__(self, backend_id: str, config: BackendConfig) -> None:
+        assert config.url is not None
+        self.id = backend_id
+        self.base_url = config.url.rstrip("/")
+        self._config = config
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=config.timeouts.connect, sock_read=config.timeouts.read
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._config.max_connections,
+                limit_per_host=self._config.max_connections_per_host,
+                keepalive_timeout=30,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._timeout,
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
+            )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def url_for(self, ctx: RequestContext) -> str:
+        request = ctx.request
+        url = self.base_url + request.backend_path
+        if request.query:
+            url += "?" + urlencode(request.query)
+        return url
+
+    async def send(self, ctx: RequestContext) -> Response:
+        if self._session is None:
+            await self.start()
+        assert self._session is not None
+        request = ctx.request
+        headers = [(k, v) for k, v in request.headers.forwardable() if k not in _REQUEST_SKIP]
+        body = request.body
+        try:
+            upstream = await self._session.request(
+                request.method,
+                self.url_for(ctx),
+                headers=headers,
+                data=body if body or request.method not in ("GET", "HEAD") else None,
+                allow_redirects=False,
+            )
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise BackendTimeout() from None
+        except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, ConnectionError):
+            raise BackendConnectionFailure() from None
+        except aiohttp.ClientResponseError:
+            raise BackendProtocolError() from None
+        except aiohttp.ClientError:
+            raise BackendConnectionFailure() from None
+        response_headers = Headers(
+            (k.decode("latin-1"), v.decode("latin-1")) for k, v in upstream.raw_headers
+        )
+        for name in _RESPONSE_SKIP:
+            if name in response_headers:
+                response_headers.delete(name)
+
+        async def release() -> None:
+            # A body read to the end returns the connection to the pool; otherwise drop it.
+            if upstream.content.at_eof():
+                upstream.release()
+            else:
+                upstream.close()
+
+        return Response(
+            upstream.status,
+            response_headers,
+            stream=_relay(upstream),
+            release=release,
+            from_backend=True,
+        )
+
+
+async def _relay(upstream: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in upstream.content.iter_any():
+            yield chunk
+    except (TimeoutError, aiohttp.ServerTimeoutError):
+        raise BackendTimeout("Backend service stopped sending the response") from None
+    except aiohttp.ClientPayloadError:
+        raise BackendProtocolError("Backend service sent a truncated response") from None
+    except aiohttp.ClientError:
+        raise BackendConnectionFailure("Backend service closed the connection") from None

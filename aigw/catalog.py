@@ -1,0 +1,41 @@
+"""The operations each built-in API type serves, as clients of those APIs call them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class OperationSpec:
+    id: str
+    method: str
+    url_template: str
+    # LLM operations take a JSON body that is parsed strictly before any policy runs.
+    json_body: bool
+
+
+_OPENAI_V1 = (
+    OperationSpec("chat-completions", "POST", "/v1/chat/completions", True),
+    OperationSpec("completions", "POST", "/v1/completions", True),
+    OperationSpec("embeddings", "POST", "/v1/embeddings", True),
+    OperationSpec("responses", "POST", "/v1/responses", True),
+    OperationSpec("models", "GET", "/v1/models", False),
+)
+
+_AZURE_DEPLOYMENTS = (
+    OperationSpec(
+        "chat-completions", "POST", "/deployments/{deployment-id}/chat/completions", True
+    ),
+    OperationSpec("completions", "POST", "/deployments/{deployment-id}/completions", True),
+    OperationSpec("embeddings", "POST", "/deployments/{deployment-id}/embeddings", True),
+)
+
+BUILTIN_OPERATIONS: dict[str, tuple[OperationSpec, ...]] = {
+    "openai": _OPENAI_V1,
+    # The Azure OpenAI data plane: deployment routes plus the v1 routes under the same prefix.
+    "azure-openai": _AZURE_DEPLOYMENTS + tuple(op for op in _OPENAI_V1 if op.id != "completions"),
+}
+
+
+def builtin_operation_ids(api_type: str) -> set[str]:
+    return {op.id for op in BUILTIN_OPERATIONS.get(api_type, ())}

@@ -1,0 +1,148 @@
+"""The `aigw` command: serve, validate, reload, demo-backend."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+from aigw.config.errors import ConfigError
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aigw.config.loader import load_config
+
+    try:
+        settings = load_config(args.config).config.gateway
+    except ConfigError as exc:
+        _print_issues(args.config, exc)
+        return 2
+    if args.pid_file:
+        Path(args.pid_file).write_text(f"{os.getpid()}\n")
+    host = args.host or settings.host
+    port = settings.port if args.port is None else args.port
+    if args.workers > 1:
+        from aigw.server.supervisor import run_workers
+
+        run_workers(args.config, host, port, args.workers)
+    else:
+        from aigw.server.worker import run_worker
+
+        run_worker(args.config, host, port)
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from aigw.config.loader import load_config
+    from aigw.describe import describe_runtime
+    from aigw.runtime import build_runtime
+
+    try:
+        runtime = build_runtime(load_config(args.config))
+    except ConfigError as exc:
+        _print_issues(args.config, exc)
+        return 2
+    print(describe_runtime(runtime))
+    return 0
+
+
+def _reload(args: argparse.Namespace) -> int:
+    pid = args.pid
+    if pid is None:
+        try:
+            pid = int(Path(args.pid_file).read_text().strip())
+        except (OSError, ValueError) as exc:
+            print(f"aigw reload: cannot read pid file {args.pid_file}: {exc}", file=sys.stderr)
+            return 2
+    if args.config:
+        # Check first so the operator sees the errors here; the gateway checks again anyway.
+        rc = _validate_quietly(args.config)
+        if rc:
+            return rc
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as exc:
+        print(f"aigw reload: cannot signal process {pid}: {exc.strerror}", file=sys.stderr)
+        return 1
+    print(f"reload signalled to process {pid}")
+    return 0
+
+
+def _validate_quietly(path: str) -> int:
+    from aigw.config.loader import load_config
+    from aigw.runtime import build_runtime
+
+    try:
+        build_runtime(load_config(path))
+    except ConfigError as exc:
+        _print_issues(path, exc)
+        return 2
+    return 0
+
+
+def _demo_backend(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from aigw.demo import DemoSettings, create_demo_app
+
+    settings = DemoSettings(
+        latency_ms=args.latency_ms,
+        chunk_delay_ms=args.chunk_delay_ms,
+        error_rate=args.error_rate,
+        error_status=args.error_status,
+        seed=args.seed,
+    )
+    uvicorn.run(create_demo_app(settings), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _print_issues(path: str, exc: ConfigError) -> None:
+    print(f"{path}: {len(exc.issues)} problem(s) found:", file=sys.stderr)
+    for issue in exc.issues:
+        print(f"  {issue}", file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aigw", description="A self-hosted AI gateway.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="start the gateway")
+    serve.add_argument("--config", "-c", required=True, help="YAML config file")
+    serve.add_argument("--host", help="listen address (overrides gateway.host)")
+    serve.add_argument("--port", type=int, help="listen port (overrides gateway.port)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.add_argument("--pid-file", help="write the main process id here (for `aigw reload`)")
+    serve.set_defaults(run=_serve)
+
+    validate = sub.add_parser("validate", help="check a config and print the compiled chains")
+    validate.add_argument("config")
+    validate.set_defaults(run=_validate)
+
+    reload = sub.add_parser("reload", help="make a running gateway reload its config (SIGHUP)")
+    target = reload.add_mutually_exclusive_group(required=True)
+    target.add_argument("--pid-file")
+    target.add_argument("--pid", type=int)
+    reload.add_argument("--config", help="validate this file first and refuse if it is invalid")
+    reload.set_defaults(run=_reload)
+
+    demo = sub.add_parser("demo-backend", help="run the built-in OpenAI-compatible model simulator")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=9000)
+    demo.add_argument("--latency-ms", type=float, default=0.0)
+    demo.add_argument("--chunk-delay-ms", type=float, default=0.0)
+    demo.add_argument("--error-rate", type=float, default=0.0)
+    demo.add_argument("--error-status", type=int, default=429)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(run=_demo_backend)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""Reading a config file: YAML → named values substituted → typed tree, all errors at once."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from aigw.config.errors import ConfigError, IssueCollector
+from aigw.config.model import GatewayConfig
+from aigw.policies.build import format_loc
+
+_NAMED_VALUE = re.compile(r"\{\{\s*([A-Za-z0-9][A-Za-z0-9_.-]*)\s*\}\}")
+MAX_CONFIG_BYTES = 16 * 2**20
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    config: GatewayConfig
+    secrets: frozenset[str]
+    source: str
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
+
+
+def _mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    result: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in result:
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key '{key}' (line {mark.line + 1})", mark
+            )
+        result[key] = loader.construct_object(value_node, deep=deep)
+    return result
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def parse_yaml(text: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError([_yaml_issue(exc)]) from None
+
+
+def _yaml_issue(exc: yaml.YAMLError) -> Any:
+    from aigw.config.errors import ConfigIssue
+
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+    problem = getattr(exc, "problem", None) or str(exc)
+    return ConfigIssue("", f"invalid YAML{where}: {problem}")
+
+
+def _resolve_named_values(
+    raw: dict[str, Any], issues: IssueCollector
+) -> dict[str, tuple[str, bool]]:
+    """Read each named value from its source; returns name → (value, is_secret)."""
+    resolved: dict[str, tuple[str, bool]] = {}
+    entries = raw.get("named-values") or {}
+    if not isinstance(entries, dict):
+        return resolved  # the typed validation reports the shape problem
+    for name, spec in entries.items():
+        if not isinstance(spec, dict):
+            continue
+        secret = bool(spec.get("secret", False))
+        path = f"named-values.{name}"
+        if isinstance(spec.get("value"), str):
+            resolved[name] = (spec["value"], secret)
+        elif isinstance(spec.get("env"), str):
+            value = os.environ.get(spec["env"])
+            if value is None:
+                issues.add(path, f"environment variable '{spec['env']}' is not set")
+            else:
+                resolved[name] = (value, secret)
+        elif isinstance(spec.get("file"), str):
+            try:
+                resolved[name] = (Path(spec["file"]).read_text().rstrip("\r\n"), secret)
+            except OSError as exc:
+                issues.add(path, f"cannot read file '{spec['file']}': {exc.strerror}")
+    return resolved
+
+
+def _substitute(
+    node: Any, values: dict[str, tuple[str, bool]], path: str, issues: IssueCollector
+) -> Any:
+    if isinstance(node, dict):
+        return {
+            k: _substitute(v, values, f"{path}.{k}" if path else str(k), issues)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_substitute(v, values, f"{path}[{i}]", issues) for i, v in enumerate(node)]
+    if isinstance(node, str) and "{{" in node:
+
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in values:
+                issues.add(path, f"named value '{{{{{name}}}}}' is not defined")
+                return ""
+            return values[name][0]
+
+        return _NAMED_VALUE.sub(replace, node)
+    return node
+
+
+def load_config_text(text: str, source: str = "<string>") -> LoadedConfig:
+    raw = parse_yaml(text)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError([_issue("", "the config file must be a YAML mapping")])
+    issues = IssueCollector()
+    values = _resolve_named_values(raw, issues)
+    substituted = {
+        key: value if key == "named-values" else _substitute(value, values, str(key), issues)
+        for key, value in raw.items()
+    }
+    config: GatewayConfig | None = None
+    try:
+        config = GatewayConfig.model_validate(substituted)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False, include_input=False):
+            issues.add(format_loc(err["loc"]).lstrip("."), err["msg"])
+    issues.raise_if_any()
+    assert config is not None
+    secrets = frozenset(value for value, secret in values.values() if secret and value)
+    return LoadedConfig(config=config, secrets=secrets, source=source)
+
+
+def load_config(path: str | os.PathLike[str]) -> LoadedConfig:
+    file = Path(path)
+    try:
+        if file.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError([_issue("", f"config file '{file}' is larger than 16 MiB")])
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([_issue("", f"cannot read config file '{file}': {exc}")]) from None
+    return load_config_text(text, str(file))
+
+
+def _issue(path: str, message: str) -> Any:
+    from aigw.config.errors import ConfigIssue
+
+    return ConfigIssue(path, message)
+
+
+def check_references(config: GatewayConfig, issues: IssueCollector) -> None:
+    """Dangling references between parts of the config (policies check their own)."""
+    for api_id, api in config.apis.items():
+        if api.backend is not None and api.backend not in config.backends:
+            issues.add(f"apis.{api_id}.backend", f"backend '{api.backend}' is not defined")
+        for op_id, op in api.operations.items():
+            path = f"apis.{api_id}.operations.{op_id}"
+            if api.type == "http":
+                if not op.method:
+                    issues.add(f"{path}.method", "an operation of an http API needs a 'method'")
+                if not op.url_template or not op.url_template.startswith("/"):
+                    issues.add(f"{path}.url-template", "must be a path starting with '/'")
+            elif op.method or op.url_template:
+                issues.add(
+                    path,
+                    f"operations of a '{api.type}' API are built in; only 'policies' may be set",
+                )
+    prefixes: dict[str, str] = {}
+    for api_id, api in config.apis.items():
+        if (
+            api.path in prefixes
+            and api.type == "http"
+            and config.apis[prefixes[api.path]].type == "http"
+        ):
+            issues.add(
+                f"apis.{api_id}.path",
+                f"path '{api.path}' is already used by api '{prefixes[api.path]}'",
+            )
+        prefixes.setdefault(api.path, api_id)
+    for product_id, product in config.products.items():
+        for index, api_id in enumerate(product.apis):
+            if api_id not in config.apis:
+                issues.add(f"products.{product_id}.apis[{index}]", f"api '{api_id}' is not defined")

@@ -1,0 +1,157 @@
+"""The typed config tree. Keys are kebab-case, as in APIM; unknown keys are errors.
+
+Policy statements stay raw here (`list[Any]`): each one is validated by its own policy's
+config model when the runtime is built, so the config tree does not know any policy.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from aigw.policies.base import kebab
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 1000, "kib": 1024, "mb": 10**6, "mib": 2**20, "gb": 10**9, "gib": 2**30}
+
+
+def _parse_size(value: Any) -> Any:
+    if isinstance(value, str):
+        match = _SIZE.match(value)
+        if not match:
+            raise ValueError("expected a size such as 10485760, '512KiB' or '10MiB'")
+        return int(match.group(1)) * _UNITS[(match.group(2) or "b").lower()]
+    return value
+
+
+ByteSize = Annotated[int, BeforeValidator(_parse_size), Field(gt=0)]
+Seconds = Annotated[float, Field(gt=0)]
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=kebab, populate_by_name=True, frozen=True
+    )
+
+
+class PolicySections(Strict):
+    """A scope's policy document. A section left out inherits its parent's (like `<base/>`)."""
+
+    inbound: list[Any] | None = None
+    backend: list[Any] | None = None
+    outbound: list[Any] | None = None
+    on_error: list[Any] | None = None
+
+
+class LimitsConfig(Strict):
+    max_body_size: ByteSize = 10 * 2**20
+    max_header_count: Annotated[int, Field(gt=0, le=10_000)] = 100
+    max_header_bytes: ByteSize = 32 * 1024
+    header_timeout: Seconds = 10.0
+    body_timeout: Seconds = 30.0
+
+
+class GatewaySettings(Strict):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    gateway_id: str = "aigw"
+    access_log: bool = True
+    shutdown_grace_period: Seconds = 30.0
+    limits: LimitsConfig = LimitsConfig()
+
+
+class NamedValueConfig(Strict):
+    """Exactly one source: an inline `value`, an environment variable, or a file."""
+
+    value: str | None = None
+    env: str | None = None
+    file: str | None = None
+    secret: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> NamedValueConfig:
+        given = [k for k in ("value", "env", "file") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("a named value needs exactly one of 'value', 'env' or 'file'")
+        if self.secret and self.value is not None:
+            raise ValueError("secret named values must come from 'env' or 'file', not inline")
+        return self
+
+
+class TimeoutsConfig(Strict):
+    connect: Seconds = 10.0
+    read: Seconds = 300.0
+
+
+class DemoBackendSettings(Strict):
+    latency_ms: Annotated[float, Field(ge=0)] = 0.0
+    chunk_delay_ms: Annotated[float, Field(ge=0)] = 0.0
+    error_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    error_status: Annotated[int, Field(ge=400, le=599)] = 429
+    retry_after_seconds: Annotated[int, Field(ge=0)] = 1
+    seed: int = 0
+    model: str = "demo-model"
+
+
+class BackendConfig(Strict):
+    type: Literal["http", "demo"] = "http"
+    url: str | None = None
+    description: str | None = None
+    timeouts: TimeoutsConfig = TimeoutsConfig()
+    max_connections: Annotated[int, Field(gt=0)] = 100
+    max_connections_per_host: Annotated[int, Field(ge=0)] = 0
+    demo: DemoBackendSettings = DemoBackendSettings()
+
+    @model_validator(mode="after")
+    def _url_for_http(self) -> BackendConfig:
+        if self.type == "http":
+            if not self.url:
+                raise ValueError("an http backend needs a 'url'")
+            if not re.match(r"^https?://[^/\s]+", self.url):
+                raise ValueError("'url' must be an absolute http:// or https:// URL")
+        return self
+
+
+class OperationConfig(Strict):
+    """An operation of an `http` API, or per-operation policies of an LLM API."""
+
+    display_name: str | None = None
+    method: str | None = None
+    url_template: str | None = None
+    policies: PolicySections = PolicySections()
+
+
+class ApiConfig(Strict):
+    display_name: str | None = None
+    type: Literal["azure-openai", "openai", "http"]
+    path: str = ""
+    backend: str | None = None
+    operations: dict[Identifier, OperationConfig] = {}
+    policies: PolicySections = PolicySections()
+
+    @model_validator(mode="after")
+    def _clean_path(self) -> ApiConfig:
+        path = self.path.strip("/")
+        if not re.fullmatch(r"[A-Za-z0-9._~!$&'()*+,;=:@/-]*", path) or "//" in path:
+            raise ValueError("'path' must be a plain URL path prefix such as 'openai'")
+        object.__setattr__(self, "path", path)
+        return self
+
+
+class ProductConfig(Strict):
+    display_name: str | None = None
+    description: str | None = None
+    apis: list[str] = []
+    policies: PolicySections = PolicySections()
+
+
+class GatewayConfig(Strict):
+    gateway: GatewaySettings = GatewaySettings()
+    named_values: dict[Identifier, NamedValueConfig] = {}
+    backends: dict[Identifier, BackendConfig] = {}
+    policies: PolicySections = PolicySections()
+    products: dict[Identifier, ProductConfig] = {}
+    apis: dict[Identifier, ApiConfig] = {}

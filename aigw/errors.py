@@ -1,0 +1,120 @@
+"""The gateway's error tree.
+
+Every error a caller can see is a `GatewayError`: a status code, a stable machine-readable
+reason (APIM's `LastError.Reason`), and a message safe to show to the caller. One outer layer
+renders them as `{"statusCode": N, "message": "..."}`; nothing else formats errors.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    status_code: int = 500
+    reason: str = "InternalError"
+    default_message: str = "Internal server error"
+    source: str = "gateway"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        status_code: int | None = None,
+        reason: str | None = None,
+        source: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        self.message = message or self.default_message
+        super().__init__(self.message)
+        if status_code is not None:
+            self.status_code = status_code
+        if reason is not None:
+            self.reason = reason
+        if source is not None:
+            self.source = source
+        self.headers: list[tuple[str, str]] = headers or []
+        # Set by the pipeline to the `id` of the policy that raised it (LastError.PolicyId).
+        self.policy_id: str | None = None
+
+
+class OperationNotFound(GatewayError):
+    status_code = 404
+    reason = "OperationNotFound"
+    default_message = "Resource not found"
+    source = "configuration"
+
+
+class MethodNotAllowed(GatewayError):
+    status_code = 405
+    reason = "MethodNotAllowed"
+    default_message = "Method not allowed"
+    source = "configuration"
+
+
+class BadRequest(GatewayError):
+    status_code = 400
+    reason = "BadRequest"
+    default_message = "Bad request"
+    source = "request"
+
+
+class PayloadTooLarge(GatewayError):
+    status_code = 413
+    reason = "PayloadTooLarge"
+    default_message = "Request body is too large"
+    source = "request"
+
+
+class HeadersTooLarge(GatewayError):
+    status_code = 431
+    reason = "RequestHeaderFieldsTooLarge"
+    default_message = "Request header fields are too large"
+    source = "request"
+
+
+class RequestTimeout(GatewayError):
+    status_code = 408
+    reason = "ClientConnectionTimeout"
+    default_message = "Request body was not received in time"
+    source = "request"
+
+
+class ClientDisconnected(GatewayError):
+    # Never rendered (nobody is listening); recorded so completion hooks know why.
+    status_code = 499
+    reason = "ClientConnectionFailure"
+    default_message = "Client closed the connection"
+    source = "request"
+
+
+class BackendConnectionFailure(GatewayError):
+    status_code = 502
+    reason = "BackendConnectionFailure"
+    default_message = "Backend service is unreachable"
+    source = "forward-request"
+
+
+class BackendTimeout(GatewayError):
+    status_code = 504
+    reason = "Timeout"
+    default_message = "Backend service did not respond in time"
+    source = "forward-request"
+
+
+class BackendProtocolError(GatewayError):
+    status_code = 502
+    reason = "BackendProtocolError"
+    default_message = "Backend service sent an invalid response"
+    source = "forward-request"
+
+
+class ExpressionEvaluationFailure(GatewayError):
+    status_code = 500
+    reason = "ExpressionValueEvaluationFailure"
+    default_message = "Policy expression could not be evaluated"
+    source = "expression"
+
+
+class ServiceUnavailable(GatewayError):
+    status_code = 503
+    reason = "ServiceUnavailable"
+    default_message = "Service unavailable"

@@ -1,0 +1,83 @@
+"""Logging setup: JSON lines, secrets redacted, and no tracebacks for deliberate stream aborts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from aigw.relay import StreamAborted
+
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.name == "aigw.access":
+            return message  # already a JSON object
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": message,
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and key != "color_message" and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class RedactSecrets(logging.Filter):
+    """Replaces any configured secret value that made it into a log line."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self.secrets = sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        text = record.getMessage()
+        changed = False
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, "***")
+                changed = True
+        if changed:
+            record.msg, record.args = text, None
+        return True
+
+
+class DropStreamAborts(logging.Filter):
+    """uvicorn logs any exception that ends an ASGI call; an aborted stream is not a bug."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], StreamAborted))
+
+
+def configure_logging(secrets: Iterable[str] = (), level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RedactSecrets(secrets))
+    handler.addFilter(DropStreamAborts())
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # Access lines go to stdout, everything else to stderr.
+    access = logging.getLogger("aigw.access")
+    access.handlers.clear()
+    access_handler = logging.StreamHandler(sys.stdout)
+    access_handler.setFormatter(JsonFormatter())
+    access.addHandler(access_handler)
+    access.propagate = False

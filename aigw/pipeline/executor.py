@@ -1,0 +1,94 @@
+"""Runs a chain for one request: inbound → backend → terminal step → outbound, or on-error.
+
+The executor knows sections and the terminal step, never individual policies. Streaming and
+completion hooks are driven by the app through `relay_chunk` and `complete`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aigw.context import LastError, RequestContext, Response
+from aigw.errors import GatewayError
+from aigw.pipeline.chain import Chain
+from aigw.pipeline.errors import error_response
+from aigw.policies.base import run_statements
+
+log = logging.getLogger("aigw.pipeline")
+
+Terminal = Callable[[RequestContext], Awaitable[Response]]
+
+
+async def execute(chain: Chain, ctx: RequestContext, terminal: Terminal) -> Response:
+    try:
+        return await _run_sections(chain, ctx, terminal)
+    except GatewayError as exc:
+        return await _on_error(chain, ctx, exc)
+    except Exception:  # a bug, not a caller's fault: log it, show nothing internal
+        log.exception("unhandled error in section %s (request %s)", ctx.section, ctx.request_id)
+        return await _on_error(chain, ctx, GatewayError(source=ctx.section))
+
+
+async def _run_sections(chain: Chain, ctx: RequestContext, terminal: Terminal) -> Response:
+    ctx.section = "inbound"
+    result = await run_statements(chain.inbound, ctx)
+    if result is not None:
+        return result
+    ctx.section = "backend"
+    result = await run_statements(chain.backend, ctx)
+    if result is not None:
+        return result
+    ctx.response = await terminal(ctx)
+    ctx.section = "outbound"
+    result = await run_statements(chain.outbound, ctx)
+    if result is not None:
+        await _discard_upstream(ctx, result)
+        return result
+    return ctx.response
+
+
+async def _on_error(chain: Chain, ctx: RequestContext, exc: GatewayError) -> Response:
+    section = ctx.section
+    ctx.last_error = LastError(
+        source=exc.source,
+        reason=exc.reason,
+        message=exc.message,
+        section=section,
+        policy_id=exc.policy_id,
+        status_code=exc.status_code,
+    )
+    if ctx.response is not None:
+        await ctx.response.aclose()
+    ctx.response = error_response(exc)
+    if not chain.on_error or section == "on-error":
+        return ctx.response
+    ctx.section = "on-error"
+    try:
+        result = await run_statements(chain.on_error, ctx)
+    except GatewayError as second:
+        log.warning("on-error section failed (request %s): %s", ctx.request_id, second.reason)
+        return error_response(second)
+    except Exception:
+        log.exception("unhandled error in on-error (request %s)", ctx.request_id)
+        return error_response(GatewayError())
+    return result if result is not None else ctx.response
+
+
+async def _discard_upstream(ctx: RequestContext, replacement: Response) -> None:
+    """An outbound `return-response` replaces the backend's response: free its connection."""
+    if ctx.response is not None and ctx.response is not replacement:
+        await ctx.response.aclose()
+    ctx.response = replacement
+
+
+async def complete(ctx: RequestContext) -> None:
+    """Run every registered completion hook once; one failing hook never skips the others."""
+    for policy in ctx.observers:
+        if policy.observes_completion:
+            try:
+                await policy.on_complete(ctx)
+            except Exception:
+                log.exception(
+                    "completion hook of %s failed (request %s)", policy.name, ctx.request_id
+                )

@@ -1,0 +1,91 @@
+"""What every policy is: a typed config model and a class with a request hook.
+
+A policy is built once from its validated config (expressions compiled, references checked)
+and then shared by all requests. Its hooks get the per-request context:
+
+- `apply(ctx)` runs when its section runs; return a `Response` to short-circuit, else None.
+- `on_chunk(ctx, chunk)` sees (and may rewrite) each streamed response chunk.
+- `on_complete(ctx)` runs once after the response is done, failed or abandoned; it runs for
+  every policy whose `apply` ran, which is where usage gets settled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from aigw.context import RequestContext, Response
+from aigw.errors import GatewayError
+
+if TYPE_CHECKING:
+    from aigw.policies.build import BuildContext
+
+Section = Literal["inbound", "backend", "outbound", "on-error"]
+SECTIONS: tuple[Section, ...] = ("inbound", "backend", "outbound", "on-error")
+ALL_SECTIONS: frozenset[str] = frozenset(SECTIONS)
+
+
+def kebab(name: str) -> str:
+    return name.replace("_", "-")
+
+
+class PolicyConfig(BaseModel):
+    """Base of every policy's config: kebab-case keys as in APIM, unknown keys rejected."""
+
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=kebab, populate_by_name=True, frozen=True
+    )
+
+    id: str | None = None
+
+
+class Policy:
+    name: ClassVar[str] = ""
+    config_model: ClassVar[type[PolicyConfig]] = PolicyConfig
+    sections: ClassVar[frozenset[str]] = ALL_SECTIONS
+    # Set automatically: whether the pipeline must call the streaming/completion hooks.
+    observes_chunks: ClassVar[bool] = False
+    observes_completion: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.observes_chunks = cls.on_chunk is not Policy.on_chunk
+        cls.observes_completion = cls.on_complete is not Policy.on_complete
+
+    def __init__(self, config: PolicyConfig, build: BuildContext) -> None:
+        self.policy_id = config.id
+
+    async def apply(self, ctx: RequestContext) -> Response | None:
+        return None
+
+    def on_chunk(self, ctx: RequestContext, chunk: bytes) -> bytes:
+        return chunk
+
+    async def on_complete(self, ctx: RequestContext) -> None:
+        return None
+
+    def describe(self) -> str:
+        """One line for `aigw validate`; subclasses add their key attributes."""
+        return self.name + (f" (id={self.policy_id})" if self.policy_id else "")
+
+    def children(self) -> Sequence[tuple[str, Sequence[Policy]]]:
+        """Nested statement lists (for `choose`), for printing the compiled chain."""
+        return ()
+
+
+async def run_statements(statements: Sequence[Policy], ctx: RequestContext) -> Response | None:
+    """Run statements in order; the first one that returns a response stops the section."""
+    for policy in statements:
+        if policy.observes_chunks or policy.observes_completion:
+            ctx.observers.append(policy)
+        try:
+            result = await policy.apply(ctx)
+        except GatewayError as exc:
+            if exc.policy_id is None:
+                exc.policy_id = policy.policy_id
+            raise
+        if result is not None:
+            return result
+    return None

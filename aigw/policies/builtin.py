@@ -1,0 +1,15 @@
+"""Importing this module registers every built-in policy under its APIM-style name."""
+
+from __future__ import annotations
+
+from aigw.policies import (  # noqa: F401
+    check_header,
+    choose,
+    ip_filter,
+    return_response,
+    rewrite_uri,
+    set_backend_service,
+    set_header,
+    set_query_parameter,
+    set_variable,
+)

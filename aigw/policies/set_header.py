@@ -1,0 +1,231 @@
+"""`set-header`: add, replace, append to or delete a header.
+
+In inbound/backend it edits the request sent to the backend; in outbound/on-error the response
+sent to the client, as in APIM. `HeaderEdit` is also used by `return-response` for its headers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from aigw.context import RequestContext, Response
+from aigw.errors import ExpressionEvaluationFailure
+from aigw.expressions.runtime import EvaluationError, to_string
+from aigw.headers import FRAMING, Headers
+from aigw.policies.base import Policy, PolicyConfig, kebab
+from aigw.policies.registry import register
+
+if TYPE_CHECKING:
+    from aigw.expressions import Value
+    from aigw.policies.build import BuildContext
+
+ExistsAction = Literal["override", "skip", "append", "delete"]
+
+# Values of these may contain commas or dates, so APIM emits one line per value.
+SEPARATE_LINES = frozenset(
+    {
+        "user-agent",
+        "www-authenticate",
+        "proxy-authenticate",
+        "cookie",
+        "set-cookie",
+        "warning",
+        "date",
+        "expires",
+        "if-modified-since",
+        "if-unmodified-since",
+        "last-modified",
+        "retry-after",
+    }
+)
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Anything that could split a header line or not survive latin-1 on the wire.
+_BAD_VALUE = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
+
+
+def constant_text(value: Value) -> str | None:
+    """The literal text of a value that is not an expression."""
+    return value.source if value.is_constant else None
+
+
+def as_text(result: object, value: Value) -> str | None:
+    """An evaluated value as text, converted as the expression language does; null stays None."""
+    if result is None or isinstance(result, str):
+        return result
+    try:
+        return to_string(result)
+    except EvaluationError as exc:
+        raise ExpressionEvaluationFailure(
+            f"Expression {value.source} failed: {exc.detail}"
+        ) from None
+
+
+def text_of(value: Value, ctx: RequestContext) -> str | None:
+    return as_text(value.evaluate(ctx), value)
+
+
+def texts(values: Sequence[Value], ctx: RequestContext) -> list[str]:
+    """Evaluated values, null ones left out."""
+    return [text for value in values if (text := text_of(value, ctx)) is not None]
+
+
+def show_value(value: Value, secret: bool = False) -> str:
+    """For `describe()`: an expression's source, a literal only when short and not secret."""
+    if not value.is_constant:
+        return value.source
+    if secret or len(value.source) > 24:
+        return f"<{len(value.source)} chars>"
+    return repr(value.source)
+
+
+def name_problem(name: str) -> str | None:
+    if not _TOKEN.fullmatch(name):
+        return f"'{name}' is not a valid header name"
+    if name.lower() in FRAMING:
+        return f"header '{name}' is managed by the server and cannot be set or deleted"
+    return None
+
+
+def value_problem(value: str) -> str | None:
+    return (
+        "header value contains a line break or control character"
+        if _BAD_VALUE.search(value)
+        else None
+    )
+
+
+class NamedValues(BaseModel):
+    """`name` + `exists-action` + `value`: set-header, set-query-parameter, return-response."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=kebab,
+        populate_by_name=True,
+        frozen=True,
+        coerce_numbers_to_str=True,
+    )
+
+    name: str = Field(min_length=1)
+    exists_action: ExistsAction = "override"
+    value: list[str] = []
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _one_or_many(cls, raw: Any) -> Any:
+        return [raw] if isinstance(raw, (str, int, float)) and not isinstance(raw, bool) else raw
+
+    def compile_values(self, build: BuildContext, prefix: str = "") -> tuple[Value, ...]:
+        if self.exists_action == "delete":
+            if self.value:
+                build.error("exists-action 'delete' takes no value", f"{prefix}.value")
+            return ()
+        if not self.value:
+            build.error("at least one value is required", f"{prefix}.value")
+        return tuple(build.value(v, f"{prefix}.value[{i}]") for i, v in enumerate(self.value))
+
+
+class SetHeaderConfig(PolicyConfig, NamedValues):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderEdit:
+    name: Value
+    fixed_name: str | None  # lower-cased, when the name is a literal
+    action: ExistsAction
+    values: tuple[Value, ...]
+
+    @classmethod
+    def build(cls, config: NamedValues, build: BuildContext, prefix: str = "") -> HeaderEdit:
+        name = build.value(config.name, f"{prefix}.name")
+        fixed = constant_text(name)
+        if fixed is not None and (problem := name_problem(fixed)):
+            build.error(problem, f"{prefix}.name")
+        values = config.compile_values(build, prefix)
+        for index, value in enumerate(values):
+            text = constant_text(value)
+            if text is not None and (problem := value_problem(text)):
+                build.error(problem, f"{prefix}.value[{index}]")
+        fixed = fixed.lower() if fixed is not None else None
+        return cls(name, fixed, config.exists_action, values)
+
+    def apply(self, ctx: RequestContext, headers: Headers) -> None:
+        name = self.fixed_name or self._evaluate_name(ctx)
+        if self.action == "delete":
+            headers.delete(name)
+            return
+        if self.action == "skip" and name in headers:
+            return
+        values = texts(self.values, ctx)
+        if any(_BAD_VALUE.search(value) for value in values):
+            # The message names the header, never the offending runtime value.
+            raise ExpressionEvaluationFailure(
+                f"set-header {name}: a value contains a line break or control character"
+            )
+        if self.action == "append":
+            if not values:
+                return
+            values = headers.get_all(name) + values
+        # An override whose values are all null removes the header, so a caller-sent value
+        # never survives a policy that meant to replace it.
+        headers.delete(name)
+        if values:
+            for line in values if name in SEPARATE_LINES else [", ".join(values)]:
+                headers.add(name, line)
+
+    def _evaluate_name(self, ctx: RequestContext) -> str:
+        name = self.name.evaluate(ctx)
+        if not isinstance(name, str) or name_problem(name):
+            raise ExpressionEvaluationFailure(
+                f"set-header: {self.name.source} did not produce a header name that may be set"
+            )
+        return name.lower()
+
+    def describe(self) -> str:
+        name = self.fixed_name or self.name.source
+        if self.action == "delete":
+            return f"{name} delete"
+        secret = is_sensitive(name)
+        shown = ", ".join(show_value(value, secret) for value in self.values)
+        return f"{name} {self.action} = [{shown}]"
+
+
+_SENSITIVE_PARTS = ("auth", "key", "token", "secret", "password", "cookie", "signature")
+
+
+def is_sensitive(name: str) -> bool:
+    lowered = name.lower()
+    return any(part in lowered for part in _SENSITIVE_PARTS)
+
+
+@register("set-header")
+class SetHeader(Policy):
+    config_model = SetHeaderConfig
+
+    def __init__(self, config: object, build: BuildContext) -> None:
+        assert isinstance(config, SetHeaderConfig)
+        super().__init__(config, build)
+        self.edit = HeaderEdit.build(config, build)
+        self.on_response = build.section in ("outbound", "on-error")
+
+    async def apply(self, ctx: RequestContext) -> Response | None:
+        if not self.on_response:
+            self.edit.apply(ctx, ctx.request.headers)
+        elif ctx.response is not None:  # on-error before any response exists
+            self.edit.apply(ctx, ctx.response.headers)
+        return None
+
+    def describe(self) -> str:
+        return f"{super().describe()} {self.edit.describe()}"
+
+
+def build_edits(
+    items: Sequence[NamedValues], build: BuildContext, prefix: str
+) -> tuple[HeaderEdit, ...]:
+    """Header edits listed inside another policy (`return-response`)."""
+    return tuple(HeaderEdit.build(item, build, f"{prefix}[{i}]") for i, item in enumerate(items))

@@ -1,0 +1,87 @@
+"""Sending a response to the client: complete bodies at once, streams chunk by chunk.
+
+Streamed chunks go through the chunk hooks of the policies that asked for them and are
+written as they arrive; nothing is buffered. A stream that breaks after the head was sent
+cannot change its status any more, so the connection is aborted instead of pretending the
+body ended normally.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aigw.context import RequestContext, Response
+from aigw.errors import GatewayError
+
+log = logging.getLogger("aigw.relay")
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class StreamAborted(Exception):
+    """Raised to the server so it drops the connection mid-body (a truncated stream)."""
+
+
+def encode_headers(response: Response, request_id: str) -> list[tuple[bytes, bytes]]:
+    raw = [
+        (name.encode("latin-1"), value.encode("latin-1"))
+        for name, value in response.headers
+        if name != "x-request-id"
+    ]
+    raw.append((b"x-request-id", request_id.encode("latin-1")))
+    return raw
+
+
+async def send_response(
+    send: Send, response: Response, request_id: str, ctx: RequestContext | None = None
+) -> None:
+    if response.stream is None:
+        response.headers.set("content-length", str(len(response.body)))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status_code,
+                "headers": encode_headers(response, request_id),
+            }
+        )
+        await send({"type": "http.response.body", "body": response.body, "more_body": False})
+        return
+    observers = [p for p in ctx.observers if p.observes_chunks] if ctx is not None else []
+    if observers:
+        response.headers.delete("content-length")  # hooks may change the body's length
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status_code,
+            "headers": encode_headers(response, request_id),
+        }
+    )
+    await _stream_body(send, response, ctx, observers)
+
+
+async def _stream_body(
+    send: Send, response: Response, ctx: RequestContext | None, observers: list[Any]
+) -> None:
+    assert response.stream is not None
+    try:
+        async for chunk in response.stream:
+            if ctx is not None:
+                if ctx.first_byte_at is None:
+                    ctx.first_byte_at = time.perf_counter()
+                for policy in observers:
+                    chunk = policy.on_chunk(ctx, chunk)
+            if chunk:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except GatewayError as exc:
+        if ctx is not None:
+            from aigw.context import LastError
+
+            ctx.last_error = LastError(
+                exc.source, exc.reason, exc.message, "outbound", status_code=exc.status_code
+            )
+        log.warning("response stream from backend broke: %s", exc.reason)
+        raise StreamAborted(exc.reason) from None
+    await send({"type": "http.response.body", "body": b"", "more_body": False})

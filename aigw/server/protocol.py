@@ -1,0 +1,115 @@
+"""uvicorn's httptools protocol with the edge limits the gateway needs before any app code.
+
+- header count and total header size are capped while parsing → 431 and the connection closed;
+- a client must finish sending its request head within `header_timeout` (slow-loris) → 408.
+Conflicting framing (Content-Length with Transfer-Encoding, duplicate Content-Length) is
+already refused by llhttp in its default strict mode → 400 and the connection closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from aigw.pipeline.errors import error_body
+
+
+class EdgeLimits:
+    """Set once per worker before serving (class attributes are read by every connection)."""
+
+    max_header_count = 100
+    max_header_bytes = 32 * 1024
+    header_timeout = 10.0
+
+
+class GatewayHttpProtocol(HttpToolsProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_count = 0
+        self._header_bytes = 0
+        self._head_rejected: tuple[int, str] | None = None
+        self._head_started = False
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+    def _arm_head_timer(self) -> None:
+        self._disarm_head_timer()
+        self._head_timer = self.loop.call_later(EdgeLimits.header_timeout, self._head_timed_out)
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        # Only a connection in the middle of sending a head is cut; idle keep-alive
+        # connections are uvicorn's keep-alive timeout's business.
+        if self._head_started:
+            self._reject(408, "Request headers were not received in time")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_started = True
+        self._header_count = 0
+        self._header_bytes = 0
+        self._arm_head_timer()
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        self._count(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > EdgeLimits.max_header_count:
+            self._head_rejected = (431, "Too many request headers")
+            raise OverflowError
+        self._count(len(name) + len(value))
+        super().on_header(name, value)
+
+    def _count(self, size: int) -> None:
+        self._header_bytes += size
+        if self._header_bytes > EdgeLimits.max_header_bytes:
+            self._head_rejected = (431, "Request header fields are too large")
+            raise OverflowError
+
+    def on_headers_complete(self) -> None:
+        self._head_started = False
+        self._disarm_head_timer()
+        super().on_headers_complete()
+
+    def data_received(self, data: bytes) -> None:
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError:
+            if self._head_rejected is None:
+                raise
+            self._reject(*self._head_rejected)
+        except httptools.HttpParserError:
+            self._reject(400, "Invalid HTTP request")
+        except httptools.HttpParserUpgrade:
+            self._reject(400, "Protocol upgrades are not supported")
+
+    def _reject(self, status: int, message: str) -> None:
+        body = error_body(status, message)
+        reason = {
+            400: b"Bad Request",
+            408: b"Request Timeout",
+            431: b"Request Header Fields Too Large",
+        }
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n%s" % (status, reason.get(status, b"Error"), len(body), body)
+        )
+        self.transport.close()

@@ -1,0 +1,51 @@
+"""Temp copies of bench/configs/*.yaml pointed at this run's nginx backend and port."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+
+from harness.processes import LOOPBACK
+
+
+def rebase_url(url: str, backend_url: str) -> str:
+    """Keep the path of `url`, take scheme/host/port from `backend_url`."""
+    old, new = urlsplit(url), urlsplit(backend_url)
+    return urlunsplit((new.scheme, new.netloc, old.path, old.query, old.fragment))
+
+
+def _rewrite(node: Any, backend_url: str, depth: int = 0) -> Any:
+    """Rebase every loopback `url:` value anywhere in the tree, so schema tweaks need no code."""
+    if depth > 50:
+        raise ValueError("config nested too deep")
+    if isinstance(node, dict):
+        out: dict[Any, Any] = {}
+        for key, value in node.items():
+            if (
+                key == "url"
+                and isinstance(value, str)
+                and urlsplit(value).hostname in (LOOPBACK, "localhost")
+            ):
+                out[key] = rebase_url(value, backend_url)
+            else:
+                out[key] = _rewrite(value, backend_url, depth + 1)
+        return out
+    if isinstance(node, list):
+        return [_rewrite(item, backend_url, depth + 1) for item in node]
+    return node
+
+
+def write_gateway_config(source: Path, target: Path, backend_url: str, port: int) -> Path:
+    data = yaml.safe_load(source.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: expected a mapping at the top level")
+    data = _rewrite(data, backend_url)
+    gateway = data.setdefault("gateway", {})
+    gateway["host"] = LOOPBACK
+    gateway["port"] = port
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    return target

@@ -1,0 +1,134 @@
+"""Markdown rendering of the results: one table per scenario, process stats, and the checks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from harness.report import GATEWAYS, Check
+
+SCENARIO_TITLES = {
+    "json": "JSON: `POST /v1/chat/completions`",
+    "stream": 'Streaming (SSE): `POST /v1/chat/completions` with `"stream": true`',
+}
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    if digits == 0:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}"
+
+
+def _short(value: float) -> str:
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.1f}" if abs(value) >= 1 else f"{value:.3f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _load_row(name: str, result: Mapping[str, Any], stream: bool) -> list[str]:
+    runs = result.get("runs", {})
+    cells = [name]
+    for run in ("c1", "c16"):
+        r = runs.get(run, {})
+        cells += [_num(r.get("rps"), 0), _num(r.get("p50_ms")), _num(r.get("p99_ms"))]
+    if stream:
+        cells.append(_num((result.get("ttfb") or {}).get("p50_ms")))
+    return [*cells, str(result.get("status", "—")).replace("|", "/")[:160]]
+
+
+def _process_rows(scenario: Mapping[str, Any]) -> list[list[str]]:
+    rows = []
+    for name, result in scenario.items():
+        if result.get("ready_ms") is None:
+            continue
+        soak = result.get("soak") or {}
+        rows.append(
+            [
+                name,
+                _num(result.get("ready_ms"), 0),
+                _num((result.get("rss_idle") or {}).get("total_mb"), 1),
+                _num((result.get("rss_after_c16") or {}).get("total_mb"), 1),
+                _num((result.get("rss_after_c16") or {}).get("largest_mb"), 1),
+                _num(soak.get("requests"), 0) if soak else "—",
+                _num(soak.get("growth_mb"), 1) if soak else "—",
+            ]
+        )
+    return rows
+
+
+def _check_rows(checks: list[Check]) -> list[list[str]]:
+    by_name: dict[str, dict[str, Check]] = {}
+    for check in checks:
+        by_name.setdefault(check.name, {})[check.gateway] = check
+    rows = []
+    for name, per_gateway in by_name.items():
+        first = next(iter(per_gateway.values()))
+        cells = [name, first.goal]
+        for gateway in GATEWAYS:
+            c = per_gateway.get(gateway)
+            if c is None or c.value is None:
+                cells.append("—")
+            else:
+                verdict = "pass" if c.passed else "**FAIL**"
+                cells.append(f"{_short(c.value)} {c.unit} {verdict}")
+        rows.append([*cells, first.basis])
+    return rows
+
+
+def _subtitle(results: Mapping[str, Any]) -> str:
+    meta, settings = results.get("meta", {}), results.get("settings", {})
+    parts = [
+        str(meta.get("finished", "")),
+        f"{meta.get('cpus', '?')} CPUs",
+        str(meta.get("nginx", "")),
+        str(meta.get("wrk", "")),
+        f"{settings.get('duration')} s per run, wrk -t1 -c1 and -t2 -c16",
+    ]
+    if results.get("interrupted"):
+        parts.append("**INTERRUPTED: partial results**")
+    return " · ".join(p for p in parts if p)
+
+
+def render(results: Mapping[str, Any], checks: list[Check]) -> str:
+    out = [
+        "# aigw benchmark",
+        "",
+        _subtitle(results),
+    ]
+    load_header = [
+        "target",
+        "rps c=1",
+        "p50 c=1 (ms)",
+        "p99 c=1 (ms)",
+        "rps c=16",
+        "p50 c=16 (ms)",
+        "p99 c=16 (ms)",
+    ]
+    for label, scenario in results.get("scenarios", {}).items():
+        stream = label == "stream"
+        header = load_header + (["TTFB p50 c=1 (ms)"] if stream else []) + ["status"]
+        rows = [_load_row(name, result, stream) for name, result in scenario.items()]
+        out += ["", f"## {SCENARIO_TITLES.get(label, label)}", "", *_table(header, rows)]
+    process_rows = _process_rows(results.get("scenarios", {}).get("json", {}))
+    if process_rows:
+        header = [
+            "target",
+            "ready (ms)",
+            "RSS idle (MB)",
+            "RSS after c=16 (MB)",
+            "largest process (MB)",
+            "soak requests",
+            "RSS growth over soak (MB)",
+        ]
+        out += ["", "## Processes (JSON scenario)", "", *_table(header, process_rows)]
+    if checks:
+        header = ["check", "goal", *GATEWAYS, "compared with"]
+        out += ["", "## Project targets", "", *_table(header, _check_rows(checks))]
+    return "\n".join(out) + "\n"

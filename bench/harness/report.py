@@ -1,0 +1,118 @@
+"""Turn raw results into the checks the project targets and a markdown report."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+REFERENCES = ("ref-aiohttp", "ref-granian")
+GATEWAYS = ("aigw-bare", "aigw-policies")
+Results = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    goal: str
+    gateway: str
+    value: float | None
+    unit: str
+    passed: bool | None
+    basis: str = ""
+
+
+def _run_value(result: Results | None, run: str, key: str) -> float | None:
+    if not result or "runs" not in result or run not in result["runs"]:
+        return None
+    value = result["runs"][run].get(key)
+    return float(value) if value is not None else None
+
+
+def _best_reference(
+    scenario: Results, run: str, key: str, higher: bool
+) -> tuple[str, float] | None:
+    found = [(n, v) for n in REFERENCES if (v := _run_value(scenario.get(n), run, key)) is not None]
+    if not found:
+        return None
+    return (max if higher else min)(found, key=lambda item: item[1])
+
+
+def _relative_checks(scenario: Results, label: str, gateway: str) -> list[Check]:
+    suffix = "" if label == "json" else f" ({label})"
+    checks: list[Check] = []
+    best_rps = _best_reference(scenario, "c16", "rps", higher=True)
+    rps = _run_value(scenario.get(gateway), "c16", "rps")
+    pct = round(100.0 * rps / best_rps[1], 1) if best_rps and rps is not None else None
+    basis = f"{best_rps[0]} {best_rps[1]:,.0f} rps" if best_rps else "no reference result"
+    checks.append(
+        Check(
+            f"throughput c=16 vs faster reference{suffix}",
+            ">= 90 %",
+            gateway,
+            pct,
+            "%",
+            None if pct is None else pct >= 90.0,
+            basis,
+        )
+    )
+    best_p50 = _best_reference(scenario, "c1", "p50_ms", higher=False)
+    p50 = _run_value(scenario.get(gateway), "c1", "p50_ms")
+    added = round(p50 - best_p50[1], 3) if best_p50 and p50 is not None else None
+    basis = f"{best_p50[0]} p50 {best_p50[1]:.3f} ms" if best_p50 else "no reference result"
+    checks.append(
+        Check(
+            f"added p50 c=1 over faster reference{suffix}",
+            "<= 0.2 ms",
+            gateway,
+            added,
+            "ms",
+            None if added is None else added <= 0.2,
+            basis,
+        )
+    )
+    return checks
+
+
+def _process_checks(result: Results | None, gateway: str) -> list[Check]:
+    result = result or {}
+    rss = (result.get("rss_after_c16") or {}).get("largest_mb")
+    soak = result.get("soak") or {}
+    growth = soak.get("growth_mb")
+    ready = result.get("ready_ms")
+    soak_basis = f"{soak.get('requests', 0):,} requests" if soak else "no soak"
+
+    def check(
+        name: str,
+        goal: str,
+        value: float | None,
+        unit: str,
+        ok: Callable[[float], bool],
+        basis: str,
+    ) -> Check:
+        return Check(name, goal, gateway, value, unit, None if value is None else ok(value), basis)
+
+    return [
+        check(
+            "RSS per worker after c=16", "< 80 MB", rss, "MB", lambda v: v < 80.0, "largest process"
+        ),
+        check("RSS growth over soak", "< 10 MB", growth, "MB", lambda v: v < 10.0, soak_basis),
+        check(
+            "ready time (start to /healthz 200)", "< 1000 ms", ready, "ms", lambda v: v < 1000.0, ""
+        ),
+    ]
+
+
+def compute_checks(scenarios: Results) -> list[Check]:
+    checks: list[Check] = []
+    for gateway in GATEWAYS:
+        for label, scenario in scenarios.items():
+            if gateway in scenario:
+                checks += _relative_checks(scenario, label, gateway)
+        if gateway in scenarios.get("json", {}):
+            checks += _process_checks(scenarios["json"][gateway], gateway)
+    return checks
+
+
+def checks_json(checks: list[Check]) -> list[dict[str, Any]]:
+    return [asdict(c) for c in checks]

@@ -1,0 +1,236 @@
+"""The benchmark run: backend up, each target in turn, load, memory, soak, report files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from harness.backend import CHAT_PATH, StaticBackend, start_backend
+from harness.litellm_target import TargetSkippedError
+from harness.markdown import render
+from harness.probe import preflight, time_to_first_byte
+from harness.processes import LOOPBACK, NotReadyError, ProcessRegistry, rss_tree
+from harness.report import checks_json, compute_checks
+from harness.targets import TARGETS, LaunchContext, RunningTarget, TargetSpec, launch
+from harness.tools import Tools, ensure_tools, tool_versions
+from harness.wrk import WrkError, run_soak, run_wrk
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    targets: tuple[str, ...]
+    duration: int  # seconds per measured wrk run
+    warmup: int  # seconds of c=16 load before measuring, not recorded
+    soak: int  # requests in the RSS-growth run (aigw targets); 0 disables it
+    soak_chunk: int  # seconds per soak chunk; RSS is sampled after each
+    soak_max_seconds: int  # hard cap on the soak's wall time
+    ttfb_samples: int
+    stream: bool
+    python: str
+    repo: str
+    litellm_venv: str
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    stream: bool
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _wrk_headers(spec: TargetSpec) -> list[str]:
+    return [f"{key}: {value}" for key, value in spec.headers]
+
+
+def _soak(settings: Settings, tools: Tools, url: str, target: RunningTarget) -> dict[str, Any]:
+    assert target.child is not None
+    pid = target.child.pid
+    start = rss_tree(pid).total_mb
+    max_chunks = max(1, settings.soak_max_seconds // settings.soak_chunk)
+    sample = lambda: rss_tree(pid).total_mb  # noqa: E731
+    soak = run_soak(
+        tools.wrk,
+        url,
+        settings.soak,
+        settings.soak_chunk,
+        sample,
+        _wrk_headers(target.spec),
+        max_chunks,
+    )
+    end = rss_tree(pid).total_mb
+    return {
+        "requests": soak.requests,
+        "errors": soak.errors,
+        "complete": soak.requests >= settings.soak,
+        "rss_start_mb": start,
+        "rss_end_mb": end,
+        "growth_mb": round(end - start, 1),
+        "series": soak.chunks,
+    }
+
+
+def _status(result: Mapping[str, Any]) -> str:
+    runs = result.get("runs", {}).values()
+    errors = sum(r["error_count"] for r in runs) + (result.get("soak") or {}).get("errors", 0)
+    total = sum(r["requests"] for r in runs)
+    return "ok" if errors == 0 else f"errors: {errors} failed responses (of {total:,} measured)"
+
+
+def measure(
+    settings: Settings, tools: Tools, target: RunningTarget, scenario: Scenario
+) -> dict[str, Any]:
+    """Preflight, warm up, c=1 and c=16 runs, RSS before/after, TTFB (stream), soak (aigw)."""
+    spec, child = target.spec, target.child
+    extra = dict(spec.headers)
+    problem = preflight(target.port, scenario.stream, extra)
+    if problem:
+        return {"status": f"failed: {problem}", "ready_ms": target.ready_ms}
+    result: dict[str, Any] = {"status": "ok", "ready_ms": target.ready_ms}
+    if child:
+        result["rss_idle"] = asdict(rss_tree(child.pid))
+    url = f"http://{LOOPBACK}:{target.port}{CHAT_PATH}"
+    headers = _wrk_headers(spec)
+    if settings.warmup > 0:
+        run_wrk(tools.wrk, url, 16, settings.warmup, scenario.stream, headers)
+    result["runs"] = {
+        f"c{c}": run_wrk(tools.wrk, url, c, settings.duration, scenario.stream, headers).to_json()
+        for c in (1, 16)
+    }
+    if child:
+        result["rss_after_c16"] = asdict(rss_tree(child.pid))
+    if scenario.stream and settings.ttfb_samples > 0:
+        result["ttfb"] = time_to_first_byte(target.port, True, extra, settings.ttfb_samples)
+    if spec.soak and child and settings.soak > 0 and not scenario.stream:
+        result["soak"] = _soak(settings, tools, url, target)
+    result["status"] = _status(result)
+    return result
+
+
+def bench_target(
+    ctx: LaunchContext,
+    settings: Settings,
+    tools: Tools,
+    backend: StaticBackend,
+    spec: TargetSpec,
+    scenario: Scenario,
+) -> dict[str, Any]:
+    upstream = backend.sse_url if scenario.stream else backend.json_url
+    try:
+        target = launch(ctx, spec, upstream, scenario.name)
+    except TargetSkippedError as err:
+        return {"status": f"skipped: {err}"}
+    except (NotReadyError, OSError, ValueError) as err:
+        return {"status": f"failed: {err}"}
+    try:
+        return measure(settings, tools, target, scenario)
+    except (WrkError, OSError) as err:
+        return {"status": f"failed: {err}", "ready_ms": target.ready_ms}
+    finally:
+        if target.child:
+            ctx.registry.stop(target.child)
+
+
+def summary_line(result: Mapping[str, Any]) -> str:
+    runs = result.get("runs", {})
+    parts = [
+        f"c={run[1:]} {r['rps']:>9,.0f} rps p50 {r['p50_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms"
+        for run, r in runs.items()
+    ]
+    if result.get("ready_ms") is not None:
+        parts.append(f"ready {result['ready_ms']:.0f} ms")
+    if soak := result.get("soak"):
+        parts.append(f"soak {soak['requests']:,} req, RSS +{soak['growth_mb']} MB")
+    return " | ".join([*parts, result.get("status", "")])
+
+
+def _meta(tools: Tools, settings: Settings) -> dict[str, Any]:
+    return {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "harness_python": sys.version.split()[0],
+        "target_python": settings.python,
+        **tool_versions(tools),
+    }
+
+
+def _run_scenarios(
+    ctx: LaunchContext,
+    settings: Settings,
+    tools: Tools,
+    backend: StaticBackend,
+    results: dict[str, Any],
+) -> None:
+    scenarios = [Scenario("json", False)] + ([Scenario("stream", True)] if settings.stream else [])
+    for scenario in scenarios:
+        table: dict[str, Any] = results["scenarios"].setdefault(scenario.name, {})
+        for name in settings.targets:
+            print(f"[{scenario.name}] {name}: {TARGETS[name].description} ...", flush=True)
+            table[name] = bench_target(ctx, settings, tools, backend, TARGETS[name], scenario)
+            print(f"    {summary_line(table[name])}", flush=True)
+
+
+def write_outputs(results: dict[str, Any], results_dir: Path) -> str:
+    checks = compute_checks(results.get("scenarios", {}))
+    results["checks"] = checks_json(checks)
+    results["meta"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    markdown = render(results, checks)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    (results_dir / "latest.md").write_text(markdown)
+    return markdown
+
+
+def run_benchmark(settings: Settings, results_dir: Path) -> int:
+    """Run everything; every process started is stopped on the way out, Ctrl-C included."""
+    tools = ensure_tools()
+    results: dict[str, Any] = {
+        "meta": _meta(tools, settings),
+        "settings": asdict(settings),
+        "scenarios": {},
+    }
+    workdir = Path(tempfile.mkdtemp(prefix="aigw-bench-"))
+    registry = ProcessRegistry(results_dir / "logs")
+    # Also when started in the background, where SIGINT arrives ignored: stop cleanly on any.
+    stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in stop_signals}
+    code = 0
+    try:
+        backend = start_backend(registry, workdir / "nginx", tools.nginx)
+        ctx = LaunchContext(
+            registry, workdir, settings.python, Path(settings.repo), Path(settings.litellm_venv)
+        )
+        _run_scenarios(ctx, settings, tools, backend, results)
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping every process the benchmark started", file=sys.stderr)
+        results["interrupted"], code = True, 130
+    except NotReadyError as err:
+        print(f"the nginx backend did not start: {err}", file=sys.stderr)
+        results["error"], code = f"nginx backend: {err}", 1
+    finally:
+        for sig in stop_signals:  # a second Ctrl-C must not cut the cleanup short
+            signal.signal(sig, signal.SIG_IGN)
+        try:
+            registry.stop_all()
+            shutil.rmtree(workdir, ignore_errors=True)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    print()
+    print(write_outputs(results, results_dir))
+    print(f"wrote {results_dir}/latest.md and latest.json (process logs in {registry.log_dir})")
+    return code

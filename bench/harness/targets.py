@@ -1,0 +1,143 @@
+"""What can be benchmarked, and how each target is started and probed for readiness."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from harness.gateway_config import write_gateway_config
+from harness.litellm_target import (
+    MASTER_KEY,
+    ensure_litellm,
+    litellm_argv,
+    litellm_env,
+    write_litellm_config,
+)
+from harness.processes import LOOPBACK, Child, NotReadyError, ProcessRegistry, free_port, wait_ready
+
+BENCH_DIR = Path(__file__).resolve().parent.parent
+TargetKind = Literal["direct", "reference", "aigw", "litellm"]
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSpec:
+    name: str
+    kind: TargetKind
+    description: str
+    source: str = ""  # script or config, relative to bench/
+    ready_timeout: float = 10.0
+    health_path: str = "/healthz"
+    headers: tuple[tuple[str, str], ...] = ()
+    soak: bool = False  # aigw targets get the long RSS-growth run
+
+
+TARGETS: Mapping[str, TargetSpec] = {
+    spec.name: spec
+    for spec in (
+        TargetSpec("direct", "direct", "nginx itself: the floor"),
+        TargetSpec(
+            "ref-aiohttp",
+            "reference",
+            "minimal aiohttp forwarder",
+            "reference/aiohttp_forwarder.py",
+        ),
+        TargetSpec(
+            "ref-granian",
+            "reference",
+            "minimal ASGI forwarder on granian",
+            "reference/granian_forwarder.py",
+        ),
+        TargetSpec("aigw-bare", "aigw", "aigw, no policies", "configs/bare.yaml", soak=True),
+        TargetSpec(
+            "aigw-policies", "aigw", "aigw, all core policies", "configs/policies.yaml", soak=True
+        ),
+        TargetSpec(
+            "litellm",
+            "litellm",
+            "LiteLLM proxy 1.108.7, one worker",
+            ready_timeout=120.0,
+            health_path="/health/liveliness",
+            headers=(("Authorization", f"Bearer {MASTER_KEY}"),),
+        ),
+    )
+}
+DEFAULT_TARGETS = ("direct", "ref-aiohttp", "ref-granian", "aigw-bare", "aigw-policies")
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchContext:
+    registry: ProcessRegistry
+    workdir: Path  # temp dir for generated configs
+    python: str  # the project's interpreter (aiohttp, granian, aigw)
+    repo: Path
+    litellm_venv: Path
+
+
+@dataclass(frozen=True, slots=True)
+class RunningTarget:
+    spec: TargetSpec
+    port: int
+    child: Child | None  # None for `direct`: nginx is the backend itself
+    ready_ms: float | None
+
+
+def _command(
+    ctx: LaunchContext, spec: TargetSpec, upstream: str, port: int, tag: str
+) -> tuple[list[str], Path]:
+    """argv and working directory for one target listening on `port`, forwarding to `upstream`."""
+    if spec.kind == "reference":
+        return [
+            ctx.python,
+            str(BENCH_DIR / spec.source),
+            "--port",
+            str(port),
+            "--upstream",
+            upstream,
+        ], BENCH_DIR
+    if spec.kind == "aigw":
+        config = ctx.workdir / f"{spec.name}-{tag}.yaml"
+        write_gateway_config(BENCH_DIR / spec.source, config, upstream, port)
+        argv = [
+            ctx.python,
+            "-m",
+            "aigw",
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ]
+        return argv, ctx.repo
+    if spec.kind == "litellm":
+        litellm = ensure_litellm(
+            ctx.litellm_venv, ctx.python, ctx.registry.log_dir / "litellm-install.log"
+        )
+        config = write_litellm_config(ctx.workdir / f"litellm-{tag}.yaml", upstream)
+        return litellm_argv(litellm, config, port), ctx.workdir
+    raise ValueError(f"no command for target kind {spec.kind}")
+
+
+def launch(ctx: LaunchContext, spec: TargetSpec, upstream: str, tag: str) -> RunningTarget:
+    """Start the target and wait for its health endpoint; raises NotReadyError with the reason."""
+    if spec.kind == "direct":
+        port = urlsplit(upstream).port
+        if port is None:
+            raise ValueError(f"upstream without a port: {upstream}")
+        return RunningTarget(spec=spec, port=port, child=None, ready_ms=None)
+    port = free_port()
+    argv, cwd = _command(ctx, spec, upstream, port, tag)
+    env = litellm_env() if spec.kind == "litellm" else None
+    child = ctx.registry.start(f"{spec.name}-{tag}", argv, env=env, cwd=cwd)
+    try:
+        ready_ms = wait_ready(
+            child, f"http://{LOOPBACK}:{port}{spec.health_path}", spec.ready_timeout
+        )
+    except NotReadyError:
+        ctx.registry.stop(child)
+        raise
+    return RunningTarget(spec=spec, port=port, child=child, ready_ms=round(ready_ms, 1))

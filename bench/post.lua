@@ -1,0 +1,38 @@
+-- wrk script: POST a realistic chat completion (payloads/request.json).
+-- Script args (after `--`): "stream" adds "stream": true and usage to the body.
+-- done() prints one parseable line: BENCH_RESULT {json}; latencies in microseconds.
+local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+
+local function read_file(path)
+  local f = assert(io.open(path, "rb"))
+  local text = f:read("*a")
+  f:close()
+  return (text:gsub("%s+$", ""))
+end
+
+local body = read_file(dir .. "payloads/request.json")
+
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = body
+
+function init(args)
+  for _, arg in ipairs(args) do
+    if arg == "stream" then
+      wrk.body = '{"stream": true, "stream_options": {"include_usage": true}, ' .. body:sub(2)
+    end
+  end
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  local seconds = summary.duration / 1e6
+  io.write(string.format(
+    'BENCH_RESULT {"requests": %d, "duration_us": %d, "bytes": %d, "rps": %.2f, '
+      .. '"p50_us": %d, "p90_us": %d, "p99_us": %d, "mean_us": %.1f, "max_us": %d, '
+      .. '"errors": {"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}}\n',
+    summary.requests, summary.duration, summary.bytes, summary.requests / seconds,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency.mean, latency.max,
+    e.connect, e.read, e.write, e.status, e.timeout))
+end
