@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote, unquote
 
 from aigw.accesslog import log_request
 from aigw.body import read_body
@@ -26,6 +26,7 @@ from aigw.errors import (
     HeadersTooLarge,
     OperationNotFound,
     PayloadTooLarge,
+    RequestTimeout,
 )
 from aigw.headers import Headers
 from aigw.pipeline.errors import error_response
@@ -116,6 +117,9 @@ class Gateway:
             return None, 499
         except GatewayError as exc:
             response = error_response(exc)
+            if isinstance(exc, PayloadTooLarge | RequestTimeout):
+                # The rest of the body is never read, so the connection cannot be reused.
+                response.headers.set("connection", "close")
             await send_response(send, response, request_id)
             return None, response.status_code
         request = RequestView(
@@ -128,7 +132,7 @@ class Gateway:
             client_ip=(scope.get("client") or ("", 0))[0],
             body=body,
         )
-        request.backend_path = match.suffix
+        request.backend_path = _raw_suffix(scope, match.route.api.path, match.suffix)
         request.matched_parameters = match.params
         ctx = RequestContext(request_id, request, match.route.api, match.route.operation)
         ctx.services = runtime.services
@@ -208,6 +212,18 @@ def _check_headers(raw: list[tuple[bytes, bytes]], max_count: int, max_bytes: in
         raise HeadersTooLarge(f"Too many request headers (at most {max_count})")
     if sum(len(k) + len(v) + 4 for k, v in raw) > max_bytes:
         raise HeadersTooLarge(f"Request headers are larger than {max_bytes} bytes")
+
+
+def _raw_suffix(scope: Scope, prefix: str, decoded_suffix: str) -> str:
+    """The suffix as the client encoded it, so `%2F` in a segment stays one segment upstream."""
+    raw = scope.get("raw_path")
+    if raw:
+        text = raw.decode("latin-1").split("?", 1)[0]
+        head = f"/{prefix}" if prefix else ""
+        if text.startswith(head) and unquote(text) == str(scope["path"]):
+            suffix: str = text[len(head) :]
+            return suffix
+    return quote(decoded_suffix, safe="/:@!$&'()*+,;=-._~")
 
 
 def _read_model(ctx: RequestContext) -> None:

@@ -107,7 +107,8 @@ class RequestView:
         self.host = host
         self.path = path
         self.original_path = path
-        # The part of the path after the API prefix; forwarded after the backend's base URL.
+        # The part of the path after the API prefix, percent-encoded as it is sent; forwarded
+        # after the backend's base URL. `path` is the decoded path used for routing.
         self.backend_path = path
         self.query = query
         self.headers = headers

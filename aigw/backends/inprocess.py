@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import unquote
 
 from aigw.context import RequestContext, Response
 from aigw.errors import BackendProtocolError
@@ -38,7 +39,7 @@ class InProcessBackend:
             "http_version": "1.1",
             "method": request.method,
             "scheme": "http",
-            "path": request.backend_path,
+            "path": unquote(request.backend_path),
             "raw_path": request.backend_path.encode(),
             "query_string": _query(request.query),
             "root_path": "",

@@ -6,7 +6,7 @@ A header sent on several lines, or as a comma-separated list, passes if any valu
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import ConfigDict, Field, field_validator
 
@@ -14,6 +14,7 @@ from aigw.context import RequestContext, Response
 from aigw.errors import GatewayError
 from aigw.policies.base import Policy, PolicyConfig
 from aigw.policies.registry import register
+from aigw.policies.values import one_or_many
 
 if TYPE_CHECKING:
     from aigw.policies.build import BuildContext
@@ -28,10 +29,7 @@ class CheckHeaderConfig(PolicyConfig):
     ignore_case: bool = False
     value: list[str] = []
 
-    @field_validator("value", mode="before")
-    @classmethod
-    def _one_or_many(cls, raw: Any) -> Any:
-        return [raw] if isinstance(raw, str) else raw
+    _one_or_many = field_validator("value", mode="before")(one_or_many)
 
 
 @register("check-header")

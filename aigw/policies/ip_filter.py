@@ -1,7 +1,8 @@
 """`ip-filter`: allow only, or forbid, callers from listed addresses, networks and ranges.
 
 Everything is parsed when the config is built into sorted, merged integer ranges per address
-family, so a check is a parse of the caller address and one binary search.
+family, so a check is a parse of the caller address and one binary search. Unlike APIM,
+addresses are literals, not expressions, which is what makes that precomputation possible.
 """
 
 from __future__ import annotations

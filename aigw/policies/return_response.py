@@ -16,7 +16,8 @@ from aigw.context import RequestContext, Response
 from aigw.headers import Headers
 from aigw.policies.base import Policy, PolicyConfig, kebab
 from aigw.policies.registry import register
-from aigw.policies.set_header import NamedValues, as_text, build_edits, constant_text, show_value
+from aigw.policies.set_header import build_edits
+from aigw.policies.values import NamedValues, as_text, constant_text, show_value
 
 if TYPE_CHECKING:
     from aigw.policies.build import BuildContext

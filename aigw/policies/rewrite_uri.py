@@ -20,7 +20,7 @@ from aigw.context import RequestContext, Response
 from aigw.errors import ExpressionEvaluationFailure
 from aigw.policies.base import Policy, PolicyConfig
 from aigw.policies.registry import register
-from aigw.policies.set_header import constant_text
+from aigw.policies.values import constant_text
 
 if TYPE_CHECKING:
     from aigw.policies.build import BuildContext
@@ -43,7 +43,7 @@ Parts = tuple[str | Param, ...]
 class UriTemplate:
     path: Parts
     query: tuple[tuple[str, Parts], ...]
-    names: frozenset[str]  # query keys and placeholders: never copied from the original query
+    names: frozenset[str]  # query keys and query placeholders: not copied from the original
 
 
 def _parts(text: str, what: str) -> Parts:
@@ -77,7 +77,6 @@ def parse_template(text: str) -> UriTemplate:
         pairs.append((unquote_plus(key), parts))
     names = {key for key, _ in pairs}
     names.update(p.name for _, parts in pairs for p in parts if isinstance(p, Param))
-    names.update(p.name for p in path_parts if isinstance(p, Param))
     return UriTemplate(path_parts, tuple(pairs), frozenset(names))
 
 

@@ -14,7 +14,7 @@ from aigw.context import RequestContext, Response
 from aigw.errors import GatewayError
 from aigw.policies.base import Policy, PolicyConfig
 from aigw.policies.registry import register
-from aigw.policies.set_header import constant_text
+from aigw.policies.values import constant_text
 
 if TYPE_CHECKING:
     from aigw.policies.build import BuildContext

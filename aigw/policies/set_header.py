@@ -9,22 +9,25 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import TYPE_CHECKING
 
 from aigw.context import RequestContext, Response
 from aigw.errors import ExpressionEvaluationFailure
-from aigw.expressions.runtime import EvaluationError, to_string
 from aigw.headers import FRAMING, Headers
-from aigw.policies.base import Policy, PolicyConfig, kebab
+from aigw.policies.base import Policy, PolicyConfig
 from aigw.policies.registry import register
+from aigw.policies.values import (
+    ExistsAction,
+    NamedValues,
+    constant_text,
+    is_sensitive,
+    show_value,
+    texts,
+)
 
 if TYPE_CHECKING:
     from aigw.expressions import Value
     from aigw.policies.build import BuildContext
-
-ExistsAction = Literal["override", "skip", "append", "delete"]
 
 # Values of these may contain commas or dates, so APIM emits one line per value.
 SEPARATE_LINES = frozenset(
@@ -48,41 +51,6 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
 
 
-def constant_text(value: Value) -> str | None:
-    """The literal text of a value that is not an expression."""
-    return value.source if value.is_constant else None
-
-
-def as_text(result: object, value: Value) -> str | None:
-    """An evaluated value as text, converted as the expression language does; null stays None."""
-    if result is None or isinstance(result, str):
-        return result
-    try:
-        return to_string(result)
-    except EvaluationError as exc:
-        raise ExpressionEvaluationFailure(
-            f"Expression {value.source} failed: {exc.detail}"
-        ) from None
-
-
-def text_of(value: Value, ctx: RequestContext) -> str | None:
-    return as_text(value.evaluate(ctx), value)
-
-
-def texts(values: Sequence[Value], ctx: RequestContext) -> list[str]:
-    """Evaluated values, null ones left out."""
-    return [text for value in values if (text := text_of(value, ctx)) is not None]
-
-
-def show_value(value: Value, secret: bool = False) -> str:
-    """For `describe()`: an expression's source, a literal only when short and not secret."""
-    if not value.is_constant:
-        return value.source
-    if secret or len(value.source) > 24:
-        return f"<{len(value.source)} chars>"
-    return repr(value.source)
-
-
 def name_problem(name: str) -> str | None:
     if not _TOKEN.fullmatch(name):
         return f"'{name}' is not a valid header name"
@@ -97,36 +65,6 @@ def value_problem(value: str) -> str | None:
         if _BAD_VALUE.search(value)
         else None
     )
-
-
-class NamedValues(BaseModel):
-    """`name` + `exists-action` + `value`: set-header, set-query-parameter, return-response."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        alias_generator=kebab,
-        populate_by_name=True,
-        frozen=True,
-        coerce_numbers_to_str=True,
-    )
-
-    name: str = Field(min_length=1)
-    exists_action: ExistsAction = "override"
-    value: list[str] = []
-
-    @field_validator("value", mode="before")
-    @classmethod
-    def _one_or_many(cls, raw: Any) -> Any:
-        return [raw] if isinstance(raw, (str, int, float)) and not isinstance(raw, bool) else raw
-
-    def compile_values(self, build: BuildContext, prefix: str = "") -> tuple[Value, ...]:
-        if self.exists_action == "delete":
-            if self.value:
-                build.error("exists-action 'delete' takes no value", f"{prefix}.value")
-            return ()
-        if not self.value:
-            build.error("at least one value is required", f"{prefix}.value")
-        return tuple(build.value(v, f"{prefix}.value[{i}]") for i, v in enumerate(self.value))
 
 
 class SetHeaderConfig(PolicyConfig, NamedValues):
@@ -193,14 +131,6 @@ class HeaderEdit:
         secret = is_sensitive(name)
         shown = ", ".join(show_value(value, secret) for value in self.values)
         return f"{name} {self.action} = [{shown}]"
-
-
-_SENSITIVE_PARTS = ("auth", "key", "token", "secret", "password", "cookie", "signature")
-
-
-def is_sensitive(name: str) -> bool:
-    lowered = name.lower()
-    return any(part in lowered for part in _SENSITIVE_PARTS)
 
 
 @register("set-header")

@@ -13,7 +13,7 @@ from aigw.context import RequestContext, Response
 from aigw.errors import ExpressionEvaluationFailure
 from aigw.policies.base import Policy, PolicyConfig
 from aigw.policies.registry import register
-from aigw.policies.set_header import (
+from aigw.policies.values import (
     ExistsAction,
     NamedValues,
     constant_text,

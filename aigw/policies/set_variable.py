@@ -12,7 +12,7 @@ from pydantic import ConfigDict, Field, field_validator
 from aigw.context import RequestContext, Response
 from aigw.policies.base import Policy, PolicyConfig
 from aigw.policies.registry import register
-from aigw.policies.set_header import is_sensitive, show_value
+from aigw.policies.values import is_sensitive, show_value
 
 if TYPE_CHECKING:
     from aigw.policies.build import BuildContext

@@ -96,8 +96,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             if self._head_rejected is None:
                 raise
             self._reject(*self._head_rejected)
-        except httptools.HttpParserError:
-            self._reject(400, "Invalid HTTP request")
+        except httptools.HttpParserError as exc:
+            # llhttp's messages name the framing problem and nothing of ours.
+            self._reject(400, f"Invalid HTTP request: {exc}")
         except httptools.HttpParserUpgrade:
             self._reject(400, "Protocol upgrades are not supported")
 

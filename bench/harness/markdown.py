@@ -21,10 +21,10 @@ def _num(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def _short(value: float) -> str:
-    if abs(value) >= 100:
-        return f"{value:,.0f}"
-    return f"{value:.1f}" if abs(value) >= 1 else f"{value:.3f}"
+def _short(value: float, unit: str) -> str:
+    if unit == "ms" and abs(value) < 10:
+        return f"{value:.3f}"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.1f}"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -77,7 +77,7 @@ def _check_rows(checks: list[Check]) -> list[list[str]]:
                 cells.append("—")
             else:
                 verdict = "pass" if c.passed else "**FAIL**"
-                cells.append(f"{_short(c.value)} {c.unit} {verdict}")
+                cells.append(f"{_short(c.value, c.unit)} {c.unit} {verdict}")
         rows.append([*cells, first.basis])
     return rows
 

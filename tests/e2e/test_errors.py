@@ -66,7 +66,9 @@ def assert_raw_error(response: RawResponse, status: int) -> None:
 
 
 @pytest.mark.parametrize(("method", "path"), [("GET", "/nope"), ("POST", "/v1/chat/finish")])
-def test_unknown_route_is_404_resource_not_found(http: httpx.Client, method: str, path: str) -> None:
+def test_unknown_route_is_404_resource_not_found(
+    http: httpx.Client, method: str, path: str
+) -> None:
     response = http.request(method, path, json=CHAT_BODY)
     assert_error(response, 404)
     assert response.json() == {"statusCode": 404, "message": "Resource not found"}
@@ -194,9 +196,7 @@ def test_header_over_the_total_header_size_is_431(http: httpx.Client) -> None:
     ],
     ids=["content-length-with-chunked", "differing-content-lengths"],
 )
-def test_ambiguous_framing_is_400_and_the_connection_closed(
-    gateway: Gateway, framing: str
-) -> None:
+def test_ambiguous_framing_is_400_and_the_connection_closed(gateway: Gateway, framing: str) -> None:
     request = (
         f"POST {CHAT} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n{framing}\r\n"
         "0\r\n\r\n"

@@ -34,7 +34,7 @@ def build_one(name: str, attributes: dict[str, Any], section: str = "inbound") -
 
 
 def issues_of(name: str, attributes: Any, section: str = "inbound") -> dict[str, str]:
-    policies, issues = build([{name: attributes}], section)
+    _, issues = build([{name: attributes}], section)
     assert issues, "expected a config error"
     return issues
 

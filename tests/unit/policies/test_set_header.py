@@ -69,7 +69,9 @@ def test_several_values_make_one_comma_joined_line() -> None:
 def test_several_values_of_set_cookie_stay_separate_lines() -> None:
     ctx = make_ctx(response=Response(200, Headers([("set-cookie", "old=1")])))
     policy = build_one(
-        "set-header", header("Set-Cookie", value=["a=1; Expires=Wed, 21 Oct 2026", "b=2"]), "outbound"
+        "set-header",
+        header("Set-Cookie", value=["a=1; Expires=Wed, 21 Oct 2026", "b=2"]),
+        "outbound",
     )
     run(policy, ctx)
     assert ctx.response is not None
@@ -159,7 +161,9 @@ def test_expression_value_with_a_line_break_fails_and_is_not_echoed() -> None:
     assert "x-foo" not in ctx.request.headers
 
 
-@pytest.mark.parametrize("name", ["Content-Length", "transfer-encoding", "Connection", "keep-alive"])
+@pytest.mark.parametrize(
+    "name", ["Content-Length", "transfer-encoding", "Connection", "keep-alive"]
+)
 @pytest.mark.parametrize("action", ["override", "delete"])
 def test_framing_headers_are_refused(name: str, action: str) -> None:
     value = None if action == "delete" else "1"
