@@ -94,5 +94,7 @@ def build_server(
 def run_worker(
     config_path: str, host: str | None, port: int | None, sock: socket.socket | None = None
 ) -> None:
+    # A reload signal during start-up must not kill the worker; it reads the file anyway.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     server = build_server(config_path, host, port, sock)
     server.run(sockets=[sock] if sock is not None else None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -46,9 +47,9 @@ def gateway_config(demo_backend: DemoBackend) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def http(gateway: Gateway) -> httpx.Client:
+def http(gateway: Gateway) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=gateway.url, timeout=10) as client:
-        yield client  # type: ignore[misc]
+        yield client
 
 
 def post_raw_json(http: httpx.Client, body: bytes) -> httpx.Response:
