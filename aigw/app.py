@@ -7,16 +7,17 @@ end, so a reload swaps the runtime for new requests while in-flight ones finish 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
-from aigw.accesslog import log_request
+from aigw.accesslog import AccessLog
 from aigw.body import read_body
 from aigw.context import RequestContext, RequestView
 from aigw.errors import (
@@ -44,9 +45,22 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
+class RequestIds:
+    """Unique ids without a syscall per request: a random per-process prefix and a counter."""
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._next = itertools.count(1).__next__
+
+    def new(self) -> str:
+        return f"{self._prefix}{self._next():016x}"
+
+
 class Gateway:
     def __init__(self, holder: RuntimeHolder) -> None:
         self.holder = holder
+        self._ids = RequestIds()
+        self.access_log = AccessLog()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -62,6 +76,7 @@ class Gateway:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.holder.close()
+                self.access_log.flush()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -70,7 +85,7 @@ class Gateway:
         headers = Headers.from_asgi(scope["headers"])
         incoming_id = headers.get("x-request-id")
         request_id = (
-            incoming_id if incoming_id and _REQUEST_ID.match(incoming_id) else uuid.uuid4().hex
+            incoming_id if incoming_id and _REQUEST_ID.match(incoming_id) else self._ids.new()
         )
         path = scope["path"]
         if path in ("/healthz", "/readyz"):
@@ -85,7 +100,7 @@ class Gateway:
         finally:
             runtime.in_flight -= 1
             if runtime.config.gateway.access_log:
-                log_request(
+                self.access_log.write(
                     ctx,
                     request_id=request_id,
                     method=scope["method"],
@@ -112,9 +127,13 @@ class Gateway:
             declared = headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > limits.max_body_size:
                 raise PayloadTooLarge()
-            body = await read_body(receive, limits.max_body_size, limits.body_timeout)
+            # The server protocol enforces the body deadline when it can (no timer per request).
+            signals = scope.get("extensions", {}).get("aigw.connection")
+            deadline = None if signals is not None else limits.body_timeout
+            body = await read_body(receive, limits.max_body_size, deadline)
         except ClientDisconnected:
-            return None, 499
+            timed_out = signals is not None and signals.body_timed_out
+            return None, 408 if timed_out else 499
         except GatewayError as exc:
             response = error_response(exc)
             if isinstance(exc, PayloadTooLarge | RequestTimeout):
@@ -146,7 +165,7 @@ class Gateway:
                 response = error_response(exc)
                 await send_response(send, response, request_id)
                 return ctx, response.status_code
-        status = await self._run(runtime, target, ctx, receive, send)
+        status = await self._run(runtime, target, ctx, scope, receive, send)
         return ctx, status
 
     async def _run(
@@ -154,6 +173,7 @@ class Gateway:
         runtime: Runtime,
         target: OperationTarget,
         ctx: RequestContext,
+        scope: Scope,
         receive: Receive,
         send: Send,
     ) -> int:
@@ -162,16 +182,22 @@ class Gateway:
         assert task is not None
         finished = False
 
-        async def watch_disconnect() -> None:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    if not finished:
-                        ctx.client_disconnected = True
-                        task.cancel()
-                    return
+        def on_disconnect() -> None:
+            if not finished:
+                ctx.client_disconnected = True
+                task.cancel()
 
-        watcher = asyncio.create_task(watch_disconnect())
+        async def watch_disconnect() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            on_disconnect()
+
+        signals = scope.get("extensions", {}).get("aigw.connection")
+        watcher = None
+        if signals is not None:
+            signals.on_disconnect(on_disconnect)
+        else:  # any other ASGI server: watch `receive` in a task
+            watcher = asyncio.create_task(watch_disconnect())
         response = None
         try:
             chain = target.chain_for(ctx.product.id if ctx.product else None)
@@ -185,7 +211,10 @@ class Gateway:
             return 499
         finally:
             finished = True
-            watcher.cancel()
+            if watcher is not None:
+                watcher.cancel()
+            elif signals is not None:
+                signals.on_disconnect(None)
             if response is not None:
                 await response.aclose()
             if ctx.response is not None and ctx.response is not response:

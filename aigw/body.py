@@ -11,8 +11,12 @@ from aigw.errors import ClientDisconnected, PayloadTooLarge, RequestTimeout
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 
-async def read_body(receive: Receive, max_size: int, deadline: float) -> bytes:
-    """Read the whole body; stop as soon as it crosses `max_size` (chunked bodies included)."""
+async def read_body(receive: Receive, max_size: int, deadline: float | None) -> bytes:
+    """Read the whole body; stop as soon as it crosses `max_size` (chunked bodies included).
+
+    `deadline` is None when the server enforces the body deadline itself."""
+    if deadline is None:
+        return await _read(receive, max_size)
     try:
         async with asyncio.timeout(deadline):
             return await _read(receive, max_size)

@@ -31,9 +31,13 @@ class Headers:
         self._items: list[tuple[str, str]] = [(k.lower(), v) for k, v in items]
 
     @classmethod
-    def from_asgi(cls, raw: Iterable[tuple[bytes, bytes]]) -> Headers:
+    def from_asgi(
+        cls, raw: Iterable[tuple[bytes, bytes]], skip: frozenset[str] = frozenset()
+    ) -> Headers:
+        """From raw byte pairs (ASGI scope, aiohttp's raw_headers), leaving out `skip` names."""
         headers = cls.__new__(cls)
-        headers._items = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw]
+        items = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw]
+        headers._items = [item for item in items if item[0] not in skip] if skip else items
         return headers
 
     def get(self, name: str, default: str | None = None) -> str | None:

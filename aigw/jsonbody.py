@@ -74,6 +74,15 @@ def _check_depth(data: bytes) -> None:
             depth -= 1
 
 
+# Built once: json.loads with hooks would construct a new decoder on every call.
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_reject_duplicates,
+    parse_constant=_reject_constant,
+    parse_int=_parse_int,
+    parse_float=_parse_float,
+)
+
+
 def parse_strict_json(data: bytes) -> Any:
     # The depth scan is linear but in Python; only pay for it when nesting chars are many.
     if data.count(b"[") + data.count(b"{") > MAX_DEPTH:
@@ -83,13 +92,7 @@ def parse_strict_json(data: bytes) -> Any:
     except UnicodeDecodeError:
         raise InvalidJsonBody("Request body is not valid JSON: it is not UTF-8 text") from None
     try:
-        return json.loads(
-            text,
-            object_pairs_hook=_reject_duplicates,
-            parse_constant=_reject_constant,
-            parse_int=_parse_int,
-            parse_float=_parse_float,
-        )
+        return _DECODER.decode(text)
     except InvalidJsonBody:
         raise
     except json.JSONDecodeError as exc:

@@ -16,8 +16,6 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"mess
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
-        if record.name == "aigw.access":
-            return message  # already a JSON object
         entry: dict[str, object] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
@@ -74,10 +72,3 @@ def configure_logging(secrets: Iterable[str] = (), level: int = logging.INFO) ->
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
-    # Access lines go to stdout, everything else to stderr.
-    access = logging.getLogger("aigw.access")
-    access.handlers.clear()
-    access_handler = logging.StreamHandler(sys.stdout)
-    access_handler.setFormatter(JsonFormatter())
-    access.addHandler(access_handler)
-    access.propagate = False

@@ -80,12 +80,7 @@ class HttpBackend:
             raise BackendProtocolError() from None
         except aiohttp.ClientError:
             raise BackendConnectionFailure() from None
-        response_headers = Headers(
-            (k.decode("latin-1"), v.decode("latin-1")) for k, v in upstream.raw_headers
-        )
-        for name in _RESPONSE_SKIP:
-            if name in response_headers:
-                response_headers.delete(name)
+        response_headers = Headers.from_asgi(upstream.raw_headers, skip=_RESPONSE_SKIP)
 
         async def release() -> None:
             # A body read to the end returns the connection to the pool; otherwise drop it.

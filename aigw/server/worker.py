@@ -70,6 +70,7 @@ def build_server(
     EdgeLimits.max_header_count = limits.max_header_count
     EdgeLimits.max_header_bytes = limits.max_header_bytes
     EdgeLimits.header_timeout = limits.header_timeout
+    EdgeLimits.body_timeout = limits.body_timeout
     holder = RuntimeHolder(runtime, config_path)
     uv_config = uvicorn.Config(
         Gateway(holder),
@@ -81,6 +82,8 @@ def build_server(
         access_log=False,
         log_config=None,
         server_header=False,
+        # X-Forwarded-For is never trusted implicitly: ip-filter must see the real peer.
+        proxy_headers=False,
         date_header=True,
         timeout_keep_alive=30,
         timeout_graceful_shutdown=int(settings.shutdown_grace_period),

@@ -48,9 +48,8 @@ def ensure_litellm(venv: Path, base_python: str, log_path: Path) -> Path:
                 raise TargetSkippedError(f"{argv[0]} failed: {err!r}") from err
             if done.returncode != 0:
                 tail = log_path.read_text(errors="replace").strip().splitlines()[-1:]
-                raise TargetSkippedError(
-                    f"install failed ({' '.join(argv[-2:])}): {' '.join(tail)}"
-                )
+                why = " ".join(tail) or f"exit code {done.returncode}"
+                raise TargetSkippedError(f"install failed ({' '.join(argv[-2:])}): {why}")
     if _installed_version(venv) != LITELLM_VERSION:
         raise TargetSkippedError(f"litellm {LITELLM_VERSION} not importable after install")
     return venv / "bin" / "litellm"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import platform
@@ -137,7 +138,7 @@ def bench_target(
         return {"status": f"failed: {err}"}
     try:
         return measure(settings, tools, target, scenario)
-    except (WrkError, OSError) as err:
+    except (WrkError, OSError, ValueError, http.client.HTTPException) as err:
         return {"status": f"failed: {err}", "ready_ms": target.ready_ms}
     finally:
         if target.child:

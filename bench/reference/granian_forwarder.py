@@ -12,21 +12,11 @@ from typing import Any
 
 from aiohttp import ClientSession, TCPConnector
 
-HOP_BY_HOP = frozenset(
-    [
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"trailers",
-        b"transfer-encoding",
-        b"upgrade",
-        b"host",
-        b"content-length",
-    ]
+HOP_BY_HOP_NAMES = (
+    b"connection keep-alive proxy-authenticate proxy-authorization te trailer trailers"
+    b" transfer-encoding upgrade host content-length"
 )
+HOP_BY_HOP = frozenset(HOP_BY_HOP_NAMES.split())
 
 
 class Forwarder:
@@ -43,17 +33,12 @@ class Forwarder:
         while more:
             message = await receive()
             body, more = body + message.get("body", b""), message.get("more_body", False)
-        headers = [
-            (k.decode(), v.decode()) for k, v in scope["headers"] if k.lower() not in HOP_BY_HOP
-        ]
-        query = b"?" + scope["query_string"] if scope["query_string"] else b""
-        url = self.upstream + scope["raw_path"].decode() + query.decode()
+        headers = [(k.decode(), v.decode()) for k, v in scope["headers"] if k not in HOP_BY_HOP]
+        query = "?" + scope["query_string"].decode() if scope["query_string"] else ""
+        url = self.upstream + scope["raw_path"].decode() + query
         async with self.session.request(scope["method"], url, headers=headers, data=body) as up:
-            out = [
-                (k, v)
-                for k, v in up.raw_headers
-                if k.lower() not in HOP_BY_HOP or k.lower() == b"content-length"
-            ]
+            keep = HOP_BY_HOP - {b"content-length"}
+            out = [(k, v) for k, v in up.raw_headers if k.lower() not in keep]
             await send({"type": "http.response.start", "status": up.status, "headers": out})
             async for chunk in up.content.iter_any():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -71,13 +56,13 @@ if __name__ == "__main__":
     parser.add_argument("--upstream", required=True)
     ns = parser.parse_args()
     os.environ["BENCH_UPSTREAM"] = ns.upstream  # the worker process imports `app` afresh
+    here = Path(__file__).resolve().parent
     Server(
         "granian_forwarder:app",
         address="127.0.0.1",
         port=ns.port,
-        interface=Interfaces.ASGI,
         workers=1,
+        interface=Interfaces.ASGI,
         loop=Loops.uvloop,
-        log_access=False,
-        working_dir=Path(__file__).resolve().parent,
+        working_dir=here,
     ).serve()
