@@ -44,7 +44,9 @@ def _validate(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _print_issues(args.config, exc)
         return 2
-    print(describe_runtime(runtime))
+    from aigw.logs import redact
+
+    print(redact(describe_runtime(runtime), runtime.loaded.secrets))
     return 0
 
 

@@ -30,24 +30,28 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every secret value (longest first) replaced by ***."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret and secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
 class RedactSecrets(logging.Filter):
     """Replaces any configured secret value that made it into a log line."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
-        self.secrets = sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True)
+        self.secrets = [s for s in secrets if len(s) >= 4]
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not self.secrets:
             return True
         text = record.getMessage()
-        changed = False
-        for secret in self.secrets:
-            if secret in text:
-                text = text.replace(secret, "***")
-                changed = True
-        if changed:
-            record.msg, record.args = text, None
+        redacted = redact(text, self.secrets)
+        if redacted != text:
+            record.msg, record.args = redacted, None
         return True
 
 
