@@ -84,9 +84,12 @@ class Gateway:
         started = time.perf_counter()
         headers = Headers.from_asgi(scope["headers"])
         incoming_id = headers.get("x-request-id")
-        request_id = (
-            incoming_id if incoming_id and _REQUEST_ID.match(incoming_id) else self._ids.new()
-        )
+        if incoming_id and _REQUEST_ID.match(incoming_id):
+            request_id = incoming_id
+        else:
+            request_id = self._ids.new()
+            # The backend gets the same id, so its logs can be joined with ours.
+            headers.set("x-request-id", request_id)
         path = scope["path"]
         if path in ("/healthz", "/readyz"):
             await self._probe(path, send, request_id)

@@ -55,6 +55,16 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+def set_log_secrets(secrets: Iterable[str]) -> None:
+    """After a reload: redact the new config's secrets (and keep redacting the old ones, since
+    in-flight requests may still log with them)."""
+    for handler in logging.getLogger().handlers:
+        for log_filter in handler.filters:
+            if isinstance(log_filter, RedactSecrets):
+                known = set(log_filter.secrets)
+                log_filter.secrets.extend(s for s in secrets if len(s) >= 4 and s not in known)
+
+
 class DropStreamAborts(logging.Filter):
     """uvicorn logs any exception that ends an ASGI call; an aborted stream is not a bug."""
 

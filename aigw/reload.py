@@ -13,6 +13,7 @@ from pathlib import Path
 
 from aigw.config.errors import ConfigError
 from aigw.config.loader import load_config
+from aigw.logs import set_log_secrets
 from aigw.runtime import Runtime, build_runtime
 
 log = logging.getLogger("aigw.reload")
@@ -64,6 +65,7 @@ class RuntimeHolder:
             except Exception:
                 log.exception("config reload failed; still serving the previous config")
                 return False
+            set_log_secrets(runtime.loaded.secrets)
             old, self.current = self.current, runtime
             task = asyncio.create_task(self._retire(old))
             self._retiring.add(task)

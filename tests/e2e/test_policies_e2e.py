@@ -182,6 +182,8 @@ def test_request_edits_reach_the_backend_and_response_edits_the_client(
     assert seen["headers"]["x-operation"] == "get-item"
     assert response.headers["x-gateway"] == "aigw"  # outbound set-header, global scope
     assert response.headers["x-answered-by"] == "echo-a"  # reads the backend's header
+    # A generated request id is sent upstream too, and returned to the client.
+    assert seen["headers"]["x-request-id"] == response.headers["x-request-id"]
 
 
 def test_choose_switches_the_backend_by_header(

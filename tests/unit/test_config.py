@@ -143,7 +143,10 @@ def test_inline_secret_is_refused() -> None:
     assert "named-values.k" in found
 
 
-def test_every_example_config_is_valid() -> None:
+def test_every_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The examples reference secrets by environment variable, as a deployment would.
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", "example-key")
+    monkeypatch.setenv("VLLM_TOKEN", "example-token")
     examples = sorted(Path(__file__).resolve().parents[2].joinpath("examples").glob("*.yaml"))
     assert examples, "examples/ holds at least one config"
     for example in examples:

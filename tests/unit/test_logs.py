@@ -7,7 +7,7 @@ import json
 import logging
 
 from aigw.accesslog import AccessLog
-from aigw.logs import JsonFormatter, RedactSecrets
+from aigw.logs import JsonFormatter, RedactSecrets, set_log_secrets
 from tests.unit.policies.conftest import make_ctx
 
 
@@ -47,3 +47,19 @@ def test_access_line_is_json_with_request_facts_only() -> None:
     assert record["duration_ms"] == 12.3
     assert record["backend"] == "primary"
     assert "sekret-123" not in out.getvalue()
+
+
+def test_secrets_of_a_reloaded_config_are_redacted_too() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactSecrets(["old-secret-1"]))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        set_log_secrets(["new-secret-2"])
+        logging.getLogger("aigw.test.reload").error("saw old-secret-1 and new-secret-2")
+    finally:
+        root.removeHandler(handler)
+    assert "old-secret-1" not in stream.getvalue()
+    assert "new-secret-2" not in stream.getvalue()
+    assert stream.getvalue().count("***") == 2
