@@ -13,21 +13,20 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
-from urllib.parse import parse_qsl, quote, unquote
+from urllib.parse import quote, unquote
 
 from aigw.accesslog import AccessLog
+from aigw.asgi import Receive, Scope, Send
 from aigw.body import read_body
 from aigw.context import RequestContext, RequestView
 from aigw.errors import (
     BadRequest,
     ClientDisconnected,
     GatewayError,
-    HeadersTooLarge,
     OperationNotFound,
     PayloadTooLarge,
     RequestTimeout,
+    StreamAborted,
 )
 from aigw.headers import Headers
 from aigw.pipeline.errors import error_response
@@ -38,9 +37,6 @@ from aigw.runtime import OperationTarget, Runtime
 
 log = logging.getLogger("aigw.app")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -100,6 +96,9 @@ class Gateway:
         status = 500
         try:
             ctx, status = await self._handle(runtime, scope, headers, receive, send, request_id)
+        except StreamAborted as aborted:
+            ctx, status = aborted.ctx, aborted.status_code
+            raise  # the server drops the connection: the client sees a truncated body
         finally:
             runtime.in_flight -= 1
             if runtime.config.gateway.access_log:
@@ -123,8 +122,11 @@ class Gateway:
     ) -> tuple[RequestContext | None, int]:
         limits = runtime.config.gateway.limits
         try:
-            _check_headers(scope["headers"], limits.max_header_count, limits.max_header_bytes)
-            match = runtime.router.match(scope["method"], scope["path"])
+            path = scope["path"]
+            if "/." in path and _has_dot_segment(path):
+                # Never let `..` walk a backend path outside the API's base URL.
+                raise BadRequest("Request path must not contain '.' or '..' segments")
+            match = runtime.router.match(scope["method"], path)
             if match is None:
                 raise OperationNotFound()
             declared = headers.get("content-length")
@@ -149,7 +151,7 @@ class Gateway:
             scheme=scope.get("scheme", "http"),
             host=headers.get("host") or "",
             path=scope["path"],
-            query=parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True),
+            query_string=scope["query_string"].decode("latin-1"),
             headers=headers,
             client_ip=(scope.get("client") or ("", 0))[0],
             body=body,
@@ -205,7 +207,12 @@ class Gateway:
         try:
             chain = target.chain_for(ctx.product.id if ctx.product else None)
             response = await execute(chain, ctx, runtime.forward)
-            await send_response(send, response, ctx.request_id, ctx)
+            try:
+                await send_response(send, response, ctx.request_id, ctx)
+            except StreamAborted as aborted:
+                # The head already went out with this status: the access log must say so.
+                aborted.status_code, aborted.ctx = response.status_code, ctx
+                raise
             return response.status_code
         except asyncio.CancelledError:
             if not ctx.client_disconnected:
@@ -239,11 +246,8 @@ class Gateway:
         await send_response(send, response, request_id)
 
 
-def _check_headers(raw: list[tuple[bytes, bytes]], max_count: int, max_bytes: int) -> None:
-    if len(raw) > max_count:
-        raise HeadersTooLarge(f"Too many request headers (at most {max_count})")
-    if sum(len(k) + len(v) + 4 for k, v in raw) > max_bytes:
-        raise HeadersTooLarge(f"Request headers are larger than {max_bytes} bytes")
+def _has_dot_segment(path: str) -> bool:
+    return any(segment in (".", "..") for segment in path.split("/"))
 
 
 def _raw_suffix(scope: Scope, prefix: str, decoded_suffix: str) -> str:

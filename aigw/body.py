@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any
 
+from aigw.asgi import Receive
 from aigw.errors import ClientDisconnected, PayloadTooLarge, RequestTimeout
-
-Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 
 async def read_body(receive: Receive, max_size: int, deadline: float | None) -> bytes:

@@ -37,5 +37,10 @@ BUILTIN_OPERATIONS: dict[str, tuple[OperationSpec, ...]] = {
 }
 
 
+# Deployment ids as Azure allows them; anything else is not a route (and never reaches a
+# header or a backend URL through a policy).
+DEPLOYMENT_ID = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+
+
 def builtin_operation_ids(api_type: str) -> set[str]:
     return {op.id for op in BUILTIN_OPERATIONS.get(api_type, ())}

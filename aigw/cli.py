@@ -13,9 +13,11 @@ from aigw.config.errors import ConfigError
 
 def _serve(args: argparse.Namespace) -> int:
     from aigw.config.loader import load_config
+    from aigw.runtime import build_runtime
 
     try:
-        settings = load_config(args.config).config.gateway
+        # Everything `validate` checks, so a bad config never starts (or crash-loops).
+        settings = build_runtime(load_config(args.config)).config.gateway
     except ConfigError as exc:
         _print_issues(args.config, exc)
         return 2
@@ -26,11 +28,10 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers > 1:
         from aigw.server.supervisor import run_workers
 
-        run_workers(args.config, host, port, args.workers)
-    else:
-        from aigw.server.worker import run_worker
+        return run_workers(args.config, host, port, args.workers)
+    from aigw.server.worker import run_worker
 
-        run_worker(args.config, host, port)
+    run_worker(args.config, host, port)
     return 0
 
 
@@ -94,6 +95,7 @@ def _demo_backend(args: argparse.Namespace) -> int:
         chunk_delay_ms=args.chunk_delay_ms,
         error_rate=args.error_rate,
         error_status=args.error_status,
+        retry_after_seconds=args.retry_after,
         seed=args.seed,
     )
     uvicorn.run(create_demo_app(settings), host=args.host, port=args.port, log_level="warning")
@@ -136,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--chunk-delay-ms", type=float, default=0.0)
     demo.add_argument("--error-rate", type=float, default=0.0)
     demo.add_argument("--error-status", type=int, default=429)
+    demo.add_argument("--retry-after", type=int, default=1, help="seconds, sent with 429s")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=_demo_backend)
     return parser

@@ -12,7 +12,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, quote, urlencode
 
+from aigw.errors import GatewayError
 from aigw.headers import Headers
 from aigw.jsonbody import parse_strict_json, serialize_json
 
@@ -69,6 +71,17 @@ class LastError:
     policy_id: str | None = None
     status_code: int = 500
 
+    @classmethod
+    def from_error(cls, exc: GatewayError, section: str) -> LastError:
+        return cls(
+            source=exc.source,
+            reason=exc.reason,
+            message=exc.message,
+            section=section,
+            policy_id=exc.policy_id,
+            status_code=exc.status_code,
+        )
+
 
 class RequestView:
     """The request as the backend will receive it; policies edit it in place."""
@@ -78,6 +91,9 @@ class RequestView:
         "_json",
         "_json_loaded",
         "_json_modified",
+        "_query",
+        "_query_as_parsed",
+        "_raw_query",
         "backend_path",
         "client_ip",
         "headers",
@@ -86,7 +102,6 @@ class RequestView:
         "method",
         "original_path",
         "path",
-        "query",
         "scheme",
     )
 
@@ -97,7 +112,7 @@ class RequestView:
         scheme: str,
         host: str,
         path: str,
-        query: list[tuple[str, str]],
+        query_string: str,
         headers: Headers,
         client_ip: str,
         body: bytes = b"",
@@ -110,7 +125,10 @@ class RequestView:
         # The part of the path after the API prefix, percent-encoded as it is sent; forwarded
         # after the backend's base URL. `path` is the decoded path used for routing.
         self.backend_path = path
-        self.query = query
+        # The query is forwarded exactly as the client sent it unless a policy changes it.
+        self._raw_query = query_string
+        self._query: list[tuple[str, str]] | None = None
+        self._query_as_parsed: list[tuple[str, str]] | None = None
         self.headers = headers
         self.client_ip = client_ip
         self.matched_parameters: dict[str, str] = {}
@@ -150,6 +168,27 @@ class RequestView:
         """Call after mutating the object returned by `json` in place."""
         self._json_modified = True
 
+    @property
+    def query(self) -> list[tuple[str, str]]:
+        """Decoded (name, value) pairs; edit in place or assign a new list."""
+        if self._query is None:
+            self._query = parse_qsl(self._raw_query, keep_blank_values=True)
+            self._query_as_parsed = list(self._query)
+        return self._query
+
+    @query.setter
+    def query(self, pairs: list[tuple[str, str]]) -> None:
+        if self._query is None:
+            self.query  # noqa: B018 - keep the parsed original to compare against
+        self._query = pairs
+
+    @property
+    def query_string(self) -> str:
+        """The query to forward: the client's own bytes, or re-encoded after a change."""
+        if self._query is None or self._query == self._query_as_parsed:
+            return self._raw_query
+        return urlencode(self._query, quote_via=quote)
+
     def query_value(self, name: str) -> str | None:
         for key, value in self.query:
             if key == name:
@@ -158,10 +197,8 @@ class RequestView:
 
     @property
     def url(self) -> str:
-        from urllib.parse import urlencode
-
-        query = f"?{urlencode(self.query)}" if self.query else ""
-        return f"{self.scheme}://{self.host}{self.path}{query}"
+        query = self.query_string
+        return f"{self.scheme}://{self.host}{self.path}" + (f"?{query}" if query else "")
 
 
 @dataclass(slots=True)

@@ -7,6 +7,16 @@ renders them as `{"statusCode": N, "message": "..."}`; nothing else formats erro
 
 from __future__ import annotations
 
+from typing import Any
+
+
+class StreamAborted(Exception):
+    """Raised to the server so it drops the connection mid-body: the client must see a
+    truncated stream, not a clean end, when the backend's stream broke."""
+
+    status_code: int = 500
+    ctx: Any = None  # the request's context, for the access log
+
 
 class GatewayError(Exception):
     status_code: int = 500

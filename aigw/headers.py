@@ -87,6 +87,12 @@ class Headers:
         clone._items = list(self._items)
         return clone
 
+    def without_hop_by_hop(self) -> Headers:
+        """A copy for the other side of the proxy (see `forwardable`)."""
+        clone = Headers.__new__(Headers)
+        clone._items = self.forwardable()
+        return clone
+
     def forwardable(self) -> list[tuple[str, str]]:
         """Headers minus hop-by-hop ones and those listed in `Connection`."""
         listed = {

@@ -8,26 +8,42 @@ import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from aigw.relay import StreamAborted
+from aigw.errors import StreamAborted
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line. Secret values are masked in the whole line (message, extra
+    fields and tracebacks alike), in their raw and their JSON-escaped spelling."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.secrets: list[str] = []
+        self.add_secrets(secrets)
+
+    def add_secrets(self, secrets: Iterable[str]) -> None:
+        for secret in secrets:
+            # Very short values would mask unrelated text and protect nothing.
+            if len(secret) >= 4:
+                for spelling in (secret, json.dumps(secret)[1:-1]):
+                    if spelling not in self.secrets:
+                        self.secrets.append(spelling)
+        self.secrets.sort(key=len, reverse=True)
+
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
         entry: dict[str, object] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": message,
+            "message": record.getMessage(),
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD and key != "color_message" and not key.startswith("_"):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return redact(json.dumps(entry, default=str), self.secrets)
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -38,31 +54,12 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-class RedactSecrets(logging.Filter):
-    """Replaces any configured secret value that made it into a log line."""
-
-    def __init__(self, secrets: Iterable[str]) -> None:
-        super().__init__()
-        self.secrets = [s for s in secrets if len(s) >= 4]
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
-            return True
-        text = record.getMessage()
-        redacted = redact(text, self.secrets)
-        if redacted != text:
-            record.msg, record.args = redacted, None
-        return True
-
-
 def set_log_secrets(secrets: Iterable[str]) -> None:
-    """After a reload: redact the new config's secrets (and keep redacting the old ones, since
-    in-flight requests may still log with them)."""
+    """After a reload: mask the new config's secrets too (in-flight requests may still log
+    with the old ones, so those stay masked)."""
     for handler in logging.getLogger().handlers:
-        for log_filter in handler.filters:
-            if isinstance(log_filter, RedactSecrets):
-                known = set(log_filter.secrets)
-                log_filter.secrets.extend(s for s in secrets if len(s) >= 4 and s not in known)
+        if isinstance(handler.formatter, JsonFormatter):
+            handler.formatter.add_secrets(secrets)
 
 
 class DropStreamAborts(logging.Filter):
@@ -74,8 +71,7 @@ class DropStreamAborts(logging.Filter):
 
 def configure_logging(secrets: Iterable[str] = (), level: int = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    handler.addFilter(RedactSecrets(secrets))
+    handler.setFormatter(JsonFormatter(secrets))
     handler.addFilter(DropStreamAborts())
     root = logging.getLogger()
     for existing in list(root.handlers):

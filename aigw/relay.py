@@ -10,19 +10,24 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from email.utils import formatdate
+from functools import lru_cache
 from typing import Any
 
-from aigw.context import RequestContext, Response
-from aigw.errors import GatewayError
+from aigw.asgi import Send
+from aigw.context import LastError, RequestContext, Response
+from aigw.errors import GatewayError, StreamAborted
 
 log = logging.getLogger("aigw.relay")
 
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+# Statuses whose responses never carry a body, nor a Content-Length (RFC 9110 §8.6).
+_NO_BODY = frozenset({204, 304})
 
 
-class StreamAborted(Exception):
-    """Raised to the server so it drops the connection mid-body (a truncated stream)."""
+@lru_cache(maxsize=2)
+def _http_date(second: int) -> bytes:
+    return formatdate(second, usegmt=True).encode()
 
 
 def encode_headers(response: Response, request_id: str) -> list[tuple[bytes, bytes]]:
@@ -32,6 +37,8 @@ def encode_headers(response: Response, request_id: str) -> list[tuple[bytes, byt
         if name != "x-request-id"
     ]
     raw.append((b"x-request-id", request_id.encode("latin-1")))
+    if "date" not in response.headers:  # backends send their own; ours get one here
+        raw.append((b"date", _http_date(int(time.time()))))
     return raw
 
 
@@ -39,7 +46,11 @@ async def send_response(
     send: Send, response: Response, request_id: str, ctx: RequestContext | None = None
 ) -> None:
     if response.stream is None:
-        response.headers.set("content-length", str(len(response.body)))
+        if response.status_code in _NO_BODY:
+            response.body = b""
+            response.headers.delete("content-length")
+        else:
+            response.headers.set("content-length", str(len(response.body)))
         await send(
             {
                 "type": "http.response.start",
@@ -77,11 +88,7 @@ async def _stream_body(
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
     except GatewayError as exc:
         if ctx is not None:
-            from aigw.context import LastError
-
-            ctx.last_error = LastError(
-                exc.source, exc.reason, exc.message, "outbound", status_code=exc.status_code
-            )
+            ctx.last_error = LastError.from_error(exc, "outbound")
         log.warning("response stream from backend broke: %s", exc.reason)
         raise StreamAborted(exc.reason) from None
     await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -27,6 +27,7 @@ class RuntimeHolder:
         self.started = False
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
+        self._retired_pending: list[Runtime] = []
 
     @property
     def ready(self) -> bool:
@@ -41,9 +42,14 @@ class RuntimeHolder:
         self.started = True
 
     async def close(self) -> None:
+        """At shutdown: in-flight requests are done (the server waited for them), so every
+        runtime still retiring can be closed now."""
         self.draining = True
         for task in list(self._retiring):
             task.cancel()
+        for runtime in self._retired_pending:
+            await runtime.close()
+        self._retired_pending.clear()
         await self.current.close()
 
     async def reload(self) -> bool:
@@ -51,8 +57,12 @@ class RuntimeHolder:
         if self.config_path is None:
             log.warning("reload requested but the gateway was not started from a file")
             return False
+        if self.draining:
+            log.warning("reload requested while shutting down; ignored")
+            return False
         async with self._lock:
             path = Path(self.config_path)
+            runtime: Runtime | None = None
             try:
                 runtime = await asyncio.to_thread(lambda: build_runtime(load_config(path)))
                 await runtime.start()
@@ -64,6 +74,8 @@ class RuntimeHolder:
                 return False
             except Exception:
                 log.exception("config reload failed; still serving the previous config")
+                if runtime is not None:
+                    await runtime.close()  # partly started: release what it opened
                 return False
             set_log_secrets(runtime.loaded.secrets)
             old, self.current = self.current, runtime
@@ -74,7 +86,9 @@ class RuntimeHolder:
             return True
 
     async def _retire(self, runtime: Runtime, poll: float = 0.05) -> None:
+        self._retired_pending.append(runtime)
         # in_flight is a bare counter so the hot path stays cheap; polling it here is fine.
         while runtime.in_flight > 0:  # noqa: ASYNC110
             await asyncio.sleep(poll)
+        self._retired_pending.remove(runtime)
         await runtime.close()

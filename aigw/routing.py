@@ -35,12 +35,15 @@ class RouteMatch:
     suffix: str
 
 
-def compile_template(template: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
+def compile_template(
+    template: str, segment: str = "[^/]+"
+) -> tuple[re.Pattern[str], tuple[str, ...]]:
+    """`/items/{id}` → a regex with one group per parameter, each matching `segment`."""
     names: list[str] = []
     pattern = ""
     position = 0
     for match in _PARAM.finditer(template):
-        pattern += re.escape(template[position : match.start()]) + "([^/]+)"
+        pattern += re.escape(template[position : match.start()]) + f"({segment})"
         names.append(match.group(1))
         position = match.end()
     pattern += re.escape(template[position:])

@@ -7,13 +7,12 @@ runtime first and swap only when it is whole.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import aigw.policies.builtin  # noqa: F401 - registers the built-in policies
 from aigw.backends.base import Backend
 from aigw.backends.factory import build_backend
-from aigw.catalog import BUILTIN_OPERATIONS, OperationSpec, builtin_operation_ids
+from aigw.catalog import BUILTIN_OPERATIONS, DEPLOYMENT_ID, OperationSpec, builtin_operation_ids
 from aigw.config.errors import IssueCollector
 from aigw.config.loader import LoadedConfig, check_references
 from aigw.config.model import ApiConfig, GatewayConfig, PolicySections
@@ -50,7 +49,6 @@ class Runtime:
     router: Router
     services: Services
     in_flight: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def config(self) -> GatewayConfig:
@@ -139,7 +137,8 @@ def build_runtime(loaded: LoadedConfig) -> Runtime:
                     [global_scope, product_scopes[pid], api_scope, op_scopes[spec.id]]
                 )
             name = (op_config.display_name if op_config else None) or spec.id
-            pattern, params = compile_template(spec.url_template)
+            segment = "[^/]+" if api.type == "http" else DEPLOYMENT_ID
+            pattern, params = compile_template(spec.url_template, segment)
             routes.append(
                 Route(
                     api=api_info,
@@ -151,7 +150,7 @@ def build_runtime(loaded: LoadedConfig) -> Runtime:
                     target=OperationTarget(chains, api.backend),
                 )
             )
-    issues.raise_if_any()
+    issues.raise_if_any(loaded.secrets)
     backends = {bid: build_backend(bid, b) for bid, b in config.backends.items()}
     services = Services(backends=backends, gateway_id=config.gateway.gateway_id)
     return Runtime(loaded=loaded, router=Router(routes), services=services)

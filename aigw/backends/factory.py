@@ -13,5 +13,5 @@ def build_backend(backend_id: str, config: BackendConfig) -> Backend:
         from aigw.demo import DemoSettings, create_demo_app
 
         settings = DemoSettings(**config.demo.model_dump())
-        return InProcessBackend(backend_id, create_demo_app(settings))
+        return InProcessBackend(backend_id, create_demo_app(settings), config.timeouts.read)
     return HttpBackend(backend_id, config)

@@ -6,9 +6,9 @@ Client-library exceptions are translated into gateway errors here and nowhere el
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from urllib.parse import urlencode
 
 import aiohttp
+from yarl import URL
 
 from aigw.config.model import BackendConfig
 from aigw.context import RequestContext, Response
@@ -16,8 +16,7 @@ from aigw.errors import BackendConnectionFailure, BackendProtocolError, BackendT
 from aigw.headers import HOP_BY_HOP, Headers
 
 # Never forwarded upstream: framing is recomputed, Host comes from the backend URL.
-_REQUEST_SKIP = HOP_BY_HOP | {"host", "content-length", "expect"}
-_RESPONSE_SKIP = HOP_BY_HOP
+_REQUEST_SKIP = HOP_BY_HOP | {"host", "content-length", "expect", "x-forwarded-for"}
 
 
 class HttpBackend:
@@ -26,8 +25,14 @@ class HttpBackend:
         self.id = backend_id
         self.base_url = config.url.rstrip("/")
         self._config = config
+        timeouts = config.timeouts
+        # `connect` in aiohttp also counts waiting for a free pooled connection: that wait
+        # has its own bound (`pool`), and `sock_connect` is the TCP/TLS connect itself.
         self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=config.timeouts.connect, sock_read=config.timeouts.read
+            total=None,
+            connect=timeouts.pool + timeouts.connect,
+            sock_connect=timeouts.connect,
+            sock_read=timeouts.read,
         )
         self._session: aiohttp.ClientSession | None = None
 
@@ -50,12 +55,14 @@ class HttpBackend:
             await self._session.close()
             self._session = None
 
-    def url_for(self, ctx: RequestContext) -> str:
+    def url_for(self, ctx: RequestContext) -> URL:
         request = ctx.request
         url = self.base_url + request.backend_path
-        if request.query:
-            url += "?" + urlencode(request.query)
-        return url
+        query = request.query_string
+        if query:
+            url += "?" + query
+        # Already encoded: sent as is, never normalised (no `..` resolution, no re-quoting).
+        return URL(url, encoded=True)
 
     async def send(self, ctx: RequestContext) -> Response:
         if self._session is None:
@@ -63,6 +70,11 @@ class HttpBackend:
         assert self._session is not None
         request = ctx.request
         headers = [(k, v) for k, v in request.headers.forwardable() if k not in _REQUEST_SKIP]
+        if request.client_ip:
+            # Append the peer we saw; what the client claimed stays in front of it.
+            claimed = request.headers.get_joined("x-forwarded-for")
+            peer = request.client_ip
+            headers.append(("x-forwarded-for", f"{claimed}, {peer}" if claimed else peer))
         body = request.body
         try:
             upstream = await self._session.request(
@@ -80,7 +92,7 @@ class HttpBackend:
             raise BackendProtocolError() from None
         except aiohttp.ClientError:
             raise BackendConnectionFailure() from None
-        response_headers = Headers.from_asgi(upstream.raw_headers, skip=_RESPONSE_SKIP)
+        response_headers = Headers.from_asgi(upstream.raw_headers).without_hop_by_hop()
 
         async def release() -> None:
             # A body read to the end returns the connection to the pool; otherwise drop it.

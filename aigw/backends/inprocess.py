@@ -1,26 +1,39 @@
 """A backend that calls an ASGI application in the same process (the built-in demo model).
 
 No socket is involved, but the request still goes through the full pipeline and the response
-is streamed message by message, exactly as from a remote backend.
+is streamed message by message, with the flow control, read timeout and error translation of
+a remote backend.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import unquote
 
-from aigw.context import RequestContext, Response
-from aigw.errors import BackendProtocolError
+from aigw.context import RequestContext, RequestView, Response
+from aigw.errors import BackendProtocolError, BackendTimeout
 from aigw.headers import HOP_BY_HOP, Headers
 
-_DONE = object()
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
+# `None` in the queue means the app has returned or raised; nothing follows it.
+Messages = asyncio.Queue[Message | None]
+
+# Bounds what a fast app can run ahead of a slow client, like a socket's buffers would.
+QUEUE_SIZE = 64
+
+log = logging.getLogger("aigw.backends")
 
 
 class InProcessBackend:
-    def __init__(self, backend_id: str, app: Any) -> None:
+    def __init__(self, backend_id: str, app: ASGIApp, read_timeout: float) -> None:
         self.id = backend_id
+        self.read_timeout = read_timeout
         self._app = app
 
     async def start(self) -> None:
@@ -30,31 +43,35 @@ class InProcessBackend:
         return None
 
     async def send(self, ctx: RequestContext) -> Response:
-        request = ctx.request
+        messages: Messages = asyncio.Queue(QUEUE_SIZE)
+        task = asyncio.create_task(self._run(ctx.request, messages))
+        task.add_done_callback(self._retrieve)
+        try:
+            start = await _next(messages, self.read_timeout, None)
+            if start is None or start.get("type") != "http.response.start":
+                raise BackendProtocolError()
+            status = start.get("status")
+            if not isinstance(status, int):
+                raise BackendProtocolError()
+        except BaseException:
+            # Cancelled, timed out or no valid head: nobody will read the rest, stop the app.
+            task.cancel()
+            raise
+        headers = Headers.from_asgi(start.get("headers", []), skip=HOP_BY_HOP)
+
+        async def release() -> None:
+            # The client is gone or the body was read: an app still running has no reader.
+            if not task.done():
+                task.cancel()
+
+        stream = _body(messages, self.read_timeout)
+        return Response(status, headers, stream=stream, release=release, from_backend=True)
+
+    async def _run(self, request: RequestView, messages: Messages) -> None:
         body = request.body
-        messages: asyncio.Queue[Any] = asyncio.Queue()
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": request.method,
-            "scheme": "http",
-            "path": unquote(request.backend_path),
-            "raw_path": request.backend_path.encode(),
-            "query_string": _query(request.query),
-            "root_path": "",
-            "headers": [
-                (k.encode("latin-1"), v.encode("latin-1"))
-                for k, v in request.headers.forwardable()
-                if k not in ("content-length", "host")
-            ]
-            + [(b"content-length", str(len(body)).encode())],
-            "client": (request.client_ip, 0),
-            "server": ("aigw-demo", 80),
-        }
         sent_body = False
 
-        async def receive() -> dict[str, Any]:
+        async def receive() -> Message:
             nonlocal sent_body
             if not sent_body:
                 sent_body = True
@@ -62,50 +79,65 @@ class InProcessBackend:
             await asyncio.Event().wait()  # like a client that stays connected
             return {"type": "http.disconnect"}
 
-        async def send(message: dict[str, Any]) -> None:
-            await messages.put(message)
+        try:
+            await self._app(_scope(request, len(body)), receive, messages.put)
+        finally:
+            # After our own cancel nobody reads the queue: a put could block forever.
+            current = asyncio.current_task()
+            if current is None or not current.cancelling():
+                await messages.put(None)
 
-        async def run() -> None:
-            try:
-                await self._app(scope, receive, send)
-            finally:
-                await messages.put(_DONE)
-
-        task = asyncio.create_task(run())
-        start = await messages.get()
-        if start is _DONE or start.get("type") != "http.response.start":
-            task.cancel()
-            raise BackendProtocolError()
-        headers = Headers(
-            (k.decode("latin-1"), v.decode("latin-1")) for k, v in start.get("headers", [])
-        )
-        for name in HOP_BY_HOP:
-            if name in headers:
-                headers.delete(name)
-
-        async def release() -> None:
-            if not task.done():
-                task.cancel()
-
-        return Response(
-            start["status"], headers, stream=_body(messages), release=release, from_backend=True
-        )
+    def _retrieve(self, task: asyncio.Task[None]) -> None:
+        # Retrieving the exception keeps asyncio from warning at garbage collection; the
+        # caller only sees a 502, so the traceback is logged here, as a remote backend would.
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning("in-process backend %r failed", self.id, exc_info=exc)
 
 
-async def _body(messages: asyncio.Queue[Any]) -> AsyncIterator[bytes]:
+async def _next(messages: Messages, read_timeout: float, message: str | None) -> Message | None:
+    """The app's next message; BackendTimeout(message) if none comes within `read_timeout`."""
+    if not messages.empty():  # fast path: no timer while the app is ahead of the client
+        return messages.get_nowait()
+    try:
+        async with asyncio.timeout(read_timeout):
+            return await messages.get()
+    except TimeoutError:
+        raise BackendTimeout(message) from None
+
+
+async def _body(messages: Messages, read_timeout: float) -> AsyncIterator[bytes]:
+    stalled = "Backend service stopped sending the response"
     while True:
-        message = await messages.get()
-        if message is _DONE:
+        message = await _next(messages, read_timeout, stalled)
+        if message is None:  # the app ended without a final `more_body=False` message
+            raise BackendProtocolError("Backend service sent a truncated response")
+        if message.get("type") != "http.response.body":
+            continue
+        chunk = message.get("body", b"")
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
             return
-        if message.get("type") == "http.response.body":
-            chunk = message.get("body", b"")
-            if chunk:
-                yield chunk
-            if not message.get("more_body", False):
-                return
 
 
-def _query(query: list[tuple[str, str]]) -> bytes:
-    from urllib.parse import urlencode
-
-    return urlencode(query).encode() if query else b""
+def _scope(request: RequestView, content_length: int) -> dict[str, Any]:
+    headers = [
+        (k.encode("latin-1"), v.encode("latin-1"))
+        for k, v in request.headers.forwardable()
+        if k not in ("content-length", "host")
+    ]
+    headers.append((b"content-length", str(content_length).encode()))
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": request.method,
+        "scheme": "http",
+        "path": unquote(request.backend_path),
+        "raw_path": request.backend_path.encode(),
+        "query_string": request.query_string.encode("latin-1"),
+        "root_path": "",
+        "headers": headers,
+        "client": (request.client_ip, 0),
+        "server": ("aigw-demo", 80),
+    }

@@ -11,9 +11,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from aigw.config.errors import ConfigError, IssueCollector
+from aigw.config.errors import ConfigError, IssueCollector, format_loc
 from aigw.config.model import GatewayConfig
-from aigw.policies.build import format_loc
 
 _NAMED_VALUE = re.compile(r"\{\{\s*([A-Za-z0-9][A-Za-z0-9_.-]*)\s*\}\}")
 MAX_CONFIG_BYTES = 16 * 2**20
@@ -167,6 +166,11 @@ def check_references(config: GatewayConfig, issues: IssueCollector) -> None:
                     issues.add(f"{path}.method", "an operation of an http API needs a 'method'")
                 if not op.url_template or not op.url_template.startswith("/"):
                     issues.add(f"{path}.url-template", "must be a path starting with '/'")
+                elif "?" in op.url_template or "#" in op.url_template:
+                    issues.add(
+                        f"{path}.url-template",
+                        "must be a path only; read query parameters in policies instead",
+                    )
             elif op.method or op.url_template:
                 issues.add(
                     path,
@@ -174,11 +178,7 @@ def check_references(config: GatewayConfig, issues: IssueCollector) -> None:
                 )
     prefixes: dict[str, str] = {}
     for api_id, api in config.apis.items():
-        if (
-            api.path in prefixes
-            and api.type == "http"
-            and config.apis[prefixes[api.path]].type == "http"
-        ):
+        if api.path in prefixes and config.apis[prefixes[api.path]].type == api.type:
             issues.add(
                 f"apis.{api_id}.path",
                 f"path '{api.path}' is already used by api '{prefixes[api.path]}'",

@@ -11,8 +11,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from aigw.policies.base import kebab
-
 _SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.IGNORECASE)
 _UNITS = {"b": 1, "kb": 1000, "kib": 1024, "mb": 10**6, "mib": 2**20, "gb": 10**9, "gib": 2**30}
 
@@ -24,6 +22,11 @@ def _parse_size(value: Any) -> Any:
             raise ValueError("expected a size such as 10485760, '512KiB' or '10MiB'")
         return int(match.group(1)) * _UNITS[(match.group(2) or "b").lower()]
     return value
+
+
+def kebab(name: str) -> str:
+    """Python field names to APIM-style keys: `tokens_per_minute` → `tokens-per-minute`."""
+    return name.replace("_", "-")
 
 
 ByteSize = Annotated[int, BeforeValidator(_parse_size), Field(gt=0)]
@@ -60,6 +63,8 @@ class GatewaySettings(Strict):
     gateway_id: str = "aigw"
     access_log: bool = True
     shutdown_grace_period: Seconds = 30.0
+    # Seconds between SIGTERM and closing the listener, with /readyz already failing.
+    drain_delay: Annotated[float, Field(ge=0, le=300)] = 0.0
     limits: LimitsConfig = LimitsConfig()
 
 
@@ -82,8 +87,9 @@ class NamedValueConfig(Strict):
 
 
 class TimeoutsConfig(Strict):
-    connect: Seconds = 10.0
-    read: Seconds = 300.0
+    connect: Seconds = 10.0  # TCP (and TLS) connect
+    read: Seconds = 300.0  # longest silence while waiting for or reading the response
+    pool: Seconds = 30.0  # longest wait for a free connection when max-connections are busy
 
 
 class DemoBackendSettings(Strict):

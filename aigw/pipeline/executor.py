@@ -50,14 +50,7 @@ async def _run_sections(chain: Chain, ctx: RequestContext, terminal: Terminal) -
 
 async def _on_error(chain: Chain, ctx: RequestContext, exc: GatewayError) -> Response:
     section = ctx.section
-    ctx.last_error = LastError(
-        source=exc.source,
-        reason=exc.reason,
-        message=exc.message,
-        section=section,
-        policy_id=exc.policy_id,
-        status_code=exc.status_code,
-    )
+    ctx.last_error = LastError.from_error(exc, section)
     if ctx.response is not None:
         await ctx.response.aclose()
     ctx.response = error_response(exc)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from aigw.config.model import kebab
 from aigw.context import RequestContext, Response
 from aigw.errors import GatewayError
 
@@ -25,10 +26,6 @@ if TYPE_CHECKING:
 Section = Literal["inbound", "backend", "outbound", "on-error"]
 SECTIONS: tuple[Section, ...] = ("inbound", "backend", "outbound", "on-error")
 ALL_SECTIONS: frozenset[str] = frozenset(SECTIONS)
-
-
-def kebab(name: str) -> str:
-    return name.replace("_", "-")
 
 
 class PolicyConfig(BaseModel):

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from aigw.config.errors import IssueCollector
+from aigw.config.errors import IssueCollector, format_loc
 from aigw.expressions import ExpressionError, Value, compile_condition, compile_value
 from aigw.policies.base import Policy
 from aigw.policies.registry import known_names, lookup
 
 BASE = "base"
-
-
-def format_loc(loc: Sequence[int | str]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return out
 
 
 @dataclass
@@ -32,7 +24,6 @@ class BuildContext:
     section: str = "inbound"
     path: str = ""
     services: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def error(self, message: str, suffix: str = "") -> None:
         self.issues.add(self.path + suffix, message)

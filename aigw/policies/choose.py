@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aigw.config.model import kebab
 from aigw.context import RequestContext, Response
-from aigw.policies.base import Policy, PolicyConfig, kebab, run_statements
+from aigw.policies.base import Policy, PolicyConfig, run_statements
 from aigw.policies.registry import register
 
 if TYPE_CHECKING:

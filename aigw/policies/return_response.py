@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aigw.config.model import kebab
 from aigw.context import RequestContext, Response
 from aigw.headers import Headers
-from aigw.policies.base import Policy, PolicyConfig, kebab
+from aigw.policies.base import Policy, PolicyConfig
 from aigw.policies.registry import register
 from aigw.policies.set_header import build_edits
 from aigw.policies.values import NamedValues, as_text, constant_text, show_value

@@ -47,8 +47,8 @@ SEPARATE_LINES = frozenset(
     }
 )
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# Anything that could split a header line or not survive latin-1 on the wire.
-_BAD_VALUE = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
+# Anything that could split a header line, or change bytes on the way (non-ASCII).
+_BAD_VALUE = re.compile(r"[^\t\x20-\x7e]")
 
 
 def name_problem(name: str) -> str | None:
@@ -61,7 +61,7 @@ def name_problem(name: str) -> str | None:
 
 def value_problem(value: str) -> str | None:
     return (
-        "header value contains a line break or control character"
+        "header value contains a line break, a control character or non-ASCII text"
         if _BAD_VALUE.search(value)
         else None
     )
@@ -103,7 +103,8 @@ class HeaderEdit:
         if any(_BAD_VALUE.search(value) for value in values):
             # The message names the header, never the offending runtime value.
             raise ExpressionEvaluationFailure(
-                f"set-header {name}: a value contains a line break or control character"
+                f"set-header {name}: a value contains a line break, a control character "
+                "or non-ASCII text"
             )
         if self.action == "append":
             if not values:

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from aigw.config.model import kebab
 from aigw.context import RequestContext
 from aigw.errors import ExpressionEvaluationFailure
 from aigw.expressions.runtime import EvaluationError, to_string
-from aigw.policies.base import kebab
 
 if TYPE_CHECKING:
     from aigw.expressions import Value

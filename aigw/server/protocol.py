@@ -1,18 +1,24 @@
-"""uvicorn's httptools protocol with the edge limits the gateway needs before any app code.
+"""uvicorn's httptools protocol with the edge checks the gateway needs before any app code.
 
-- header count and total header size are capped while parsing → 431 and the connection closed;
-- a client must finish sending its request head within `header_timeout` (slow-loris) → 408,
-  and its body within `body_timeout` → 408;
+- header count and total header size are capped while parsing → 431, connection closed;
+- header values must be ASCII → 400 (they are forwarded byte for byte, and a value that
+  changes encoding on the way would reach the backend different from what a policy saw);
+- trailers of a chunked body are dropped, never merged into the request headers;
+- a connection must send a complete request head within `header_timeout` of opening or of
+  its first byte (slow-loris) → 408 or simply closed, and a pending body must arrive within
+  `body_timeout` → 408;
+- every parser error gets a JSON 400 and the connection is closed. Conflicting framing
+  (Content-Length with Transfer-Encoding, duplicate Content-Length) is refused by llhttp in
+  its default strict mode;
 - the app learns of a lost connection through a callback (`ConnectionSignals` in the scope's
   extensions) instead of a watcher task per request.
-Conflicting framing (Content-Length with Transfer-Encoding, duplicate Content-Length) is
-already refused by llhttp in its default strict mode → 400 and the connection closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httptools
@@ -20,14 +26,15 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from aigw.pipeline.errors import error_body
 
+_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
+
+@dataclass(frozen=True, slots=True)
 class EdgeLimits:
-    """Set once per worker before serving (class attributes are read by every connection)."""
-
-    max_header_count = 100
-    max_header_bytes = 32 * 1024
-    header_timeout = 10.0
-    body_timeout = 30.0
+    max_header_count: int = 100
+    max_header_bytes: int = 32 * 1024
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
 
 
 class ConnectionSignals:
@@ -48,48 +55,67 @@ class ConnectionSignals:
             callback()
 
 
+class _Rejected(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.message = message
+
+
+def protocol_with_limits(limits: EdgeLimits) -> type[GatewayHttpProtocol]:
+    """A protocol class bound to one worker's limits (uvicorn instantiates it per connection)."""
+    return type("GatewayHttpProtocol", (GatewayHttpProtocol,), {"limits": limits})
+
+
 class GatewayHttpProtocol(HttpToolsProtocol):
+    limits = EdgeLimits()
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_count = 0
         self._header_bytes = 0
-        self._head_rejected: tuple[int, str] | None = None
-        self._head_started = False
+        self._in_head = False
+        self._rejected: _Rejected | None = None
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._signals: ConnectionSignals | None = None
 
+    # Connection lifetime
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm_head_timer()
+        self._arm_head_timer()  # a connection that never sends a byte is cut too
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_head_timer()
-        self._disarm_body_timer()
+        self._cancel_timers()
         super().connection_lost(exc)
         if self._signals is not None:
             self._signals.fire()
             self._signals = None
 
-    def _arm_head_timer(self) -> None:
-        self._disarm_head_timer()
-        self._head_timer = self.loop.call_later(EdgeLimits.header_timeout, self._head_timed_out)
+    def _cancel_timers(self) -> None:
+        for timer in (self._head_timer, self._body_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._body_timer = None
 
-    def _disarm_head_timer(self) -> None:
+    def _arm_head_timer(self) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
-            self._head_timer = None
+        self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        # Only a connection in the middle of sending a head is cut; idle keep-alive
-        # connections are uvicorn's keep-alive timeout's business.
-        if self._head_started:
+        if self._in_head:
             self._reject(408, "Request headers were not received in time")
+        elif self.cycle is None:  # opened, and silent ever since
+            self.transport.close()
+        # Idle keep-alive connections between requests are uvicorn's keep-alive timeout's.
+
+    # Parser callbacks
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._head_started = True
+        self._in_head = True
         self._header_count = 0
         self._header_bytes = 0
         self._arm_head_timer()
@@ -99,39 +125,64 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._count(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            return  # a trailer: never a request header
         self._header_count += 1
-        if self._header_count > EdgeLimits.max_header_count:
-            self._head_rejected = (431, "Too many request headers")
-            raise OverflowError
+        if self._header_count > self.limits.max_header_count:
+            raise _Rejected(431, "Too many request headers")
         self._count(len(name) + len(value))
+        if not value.isascii():
+            raise _Rejected(400, "Header values must be ASCII text")
         super().on_header(name, value)
 
     def _count(self, size: int) -> None:
         self._header_bytes += size
-        if self._header_bytes > EdgeLimits.max_header_bytes:
-            self._head_rejected = (431, "Request header fields are too large")
-            raise OverflowError
+        if self._header_bytes > self.limits.max_header_bytes:
+            raise _Rejected(431, "Request header fields are too large")
 
     def on_headers_complete(self) -> None:
-        self._head_started = False
-        self._disarm_head_timer()
+        self._in_head = False
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
         super().on_headers_complete()
         # The ASGI task is scheduled but has not run yet, so the scope can still be extended.
         self._signals = ConnectionSignals()
         self.scope["extensions"] = {"aigw.connection": self._signals}  # type: ignore[dict-item]
 
     def on_message_complete(self) -> None:
-        self._disarm_body_timer()
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
         self._signals = None
         super().on_response_complete()
 
-    def _disarm_body_timer(self) -> None:
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
+    # Input
+
+    def data_received(self, data: bytes) -> None:
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Rejected):
+                self._reject(cause.status, cause.message)
+            else:
+                self._reject(400, "Invalid HTTP request")
+            return
+        except httptools.HttpParserError as exc:
+            # llhttp's messages name the framing problem and nothing of ours.
+            self._reject(400, f"Invalid HTTP request: {exc}")
+            return
+        except httptools.HttpParserUpgrade:
+            self._reject(400, "Protocol upgrades are not supported")
+            return
+        # Most bodies arrive with their head; only a body still pending gets a deadline.
+        if self._body_timer is None and self.cycle is not None and self.cycle.more_body:
+            self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_timed_out)
 
     def _body_timed_out(self) -> None:
         self._body_timer = None
@@ -145,34 +196,16 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         else:
             self._reject(408, "Request body was not received in time")
 
-    def data_received(self, data: bytes) -> None:
-        self._unset_keepalive_if_required()
-        try:
-            self.parser.feed_data(data)
-            # Most bodies arrive with their head; only a body still pending gets a deadline.
-            if self._body_timer is None and self.cycle is not None and self.cycle.more_body:
-                self._body_timer = self.loop.call_later(
-                    EdgeLimits.body_timeout, self._body_timed_out
-                )
-        except httptools.HttpParserCallbackError:
-            if self._head_rejected is None:
-                raise
-            self._reject(*self._head_rejected)
-        except httptools.HttpParserError as exc:
-            # llhttp's messages name the framing problem and nothing of ours.
-            self._reject(400, f"Invalid HTTP request: {exc}")
-        except httptools.HttpParserUpgrade:
-            self._reject(400, "Protocol upgrades are not supported")
-
     def _reject(self, status: int, message: str) -> None:
+        self._cancel_timers()
+        cycle = self.cycle
+        if cycle is not None and cycle.response_started and not cycle.response_complete:
+            self.transport.close()  # a response is under way: nothing more can be said
+            return
         body = error_body(status, message)
-        reason = {
-            400: b"Bad Request",
-            408: b"Request Timeout",
-            431: b"Request Header Fields Too Large",
-        }
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-            b"connection: close\r\n\r\n%s" % (status, reason.get(status, b"Error"), len(body), body)
+            b"connection: close\r\n\r\n%s"
+            % (status, _REASONS.get(status, b"Error"), len(body), body)
         )
         self.transport.close()

@@ -1,7 +1,9 @@
 """Several worker processes sharing one listening socket.
 
-The parent binds the socket, starts the workers, forwards SIGHUP (reload) and SIGTERM/SIGINT
-(graceful stop) to them, and replaces a worker that dies unexpectedly.
+The parent binds the socket, starts the workers, forwards SIGHUP (reload) and SIGTERM
+(graceful stop; SIGINT is turned into SIGTERM) to them, and replaces a worker that dies.
+Workers that keep dying right after starting (a config that became invalid on disk, a port
+problem) are not restarted forever: after a few quick deaths in a row the gateway stops.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from aigw.server.worker import run_worker
 
 log = logging.getLogger("aigw.server")
 
+QUICK_DEATH_SECONDS = 10.0
+MAX_QUICK_DEATHS = 5
+
 
 def bind_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -29,42 +34,75 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_workers(config_path: str, host: str, port: int, workers: int) -> None:
-    sock = bind_socket(host, port)
-    context = multiprocessing.get_context("spawn")
-    stopping = False
-    signals: list[int] = []
+class Supervisor:
+    def __init__(self, config_path: str, host: str, port: int, workers: int) -> None:
+        self.config_path, self.host, self.port, self.workers = config_path, host, port, workers
+        self.sock = bind_socket(host, port)
+        self.context = multiprocessing.get_context("spawn")
+        self.signals: list[int] = []
+        self.stopping = False
+        self.quick_deaths = 0
 
-    def start() -> BaseProcess:
-        process = context.Process(
-            target=run_worker, args=(config_path, host, port, sock), daemon=False
+    def start_worker(self) -> tuple[BaseProcess, float]:
+        process = self.context.Process(
+            target=run_worker, args=(self.config_path, self.host, self.port, self.sock)
         )
         process.start()
-        return process
+        return process, time.monotonic()
 
-    processes = [start() for _ in range(workers)]
-    for handled in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(handled, lambda s, _f: signals.append(s))
-    log.info("started %d workers on %s:%d (pid %d)", workers, host, port, os.getpid())
-    while processes:
-        while signals:
-            sig = signals.pop(0)
-            stopping = stopping or sig != signal.SIGHUP
-            for process in processes:
-                if process.pid is not None and process.is_alive():
-                    os.kill(process.pid, sig)
-        for index, process in enumerate(processes):
-            if not process.is_alive():
+    def run(self) -> int:
+        for handled in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(handled, lambda sig, _frame: self.signals.append(sig))
+        processes = [self.start_worker() for _ in range(self.workers)]
+        log.info(
+            "started %d workers on %s:%d (pid %d)", self.workers, self.host, self.port, os.getpid()
+        )
+        exit_code = 0
+        while processes:
+            self._forward_signals([p for p, _ in processes])
+            alive: list[tuple[BaseProcess, float]] = []
+            for process, started in processes:
+                if process.is_alive():
+                    alive.append((process, started))
+                    continue
                 process.join()
-                if stopping:
-                    processes[index] = None  # type: ignore[call-overload]
-                else:
-                    log.warning(
-                        "worker %s exited with %s; starting a new one",
-                        process.pid,
-                        process.exitcode,
-                    )
-                    processes[index] = start()
-        processes = [p for p in processes if p is not None]
-        time.sleep(0.1)
-    sock.close()
+                if self.stopping:
+                    continue
+                if not self._note_death(process, started):
+                    self.stopping, exit_code = True, 1
+                    self._signal_all([p for p, _ in alive], signal.SIGTERM)
+                    continue
+                alive.append(self.start_worker())
+            processes = alive
+            time.sleep(0.1)
+        self.sock.close()
+        return exit_code
+
+    def _note_death(self, process: BaseProcess, started: float) -> bool:
+        """Record an unexpected exit; False when workers keep dying right after starting."""
+        quick = time.monotonic() - started < QUICK_DEATH_SECONDS
+        self.quick_deaths = self.quick_deaths + 1 if quick else 0
+        log.warning("worker %s exited with %s", process.pid, process.exitcode)
+        if self.quick_deaths >= MAX_QUICK_DEATHS:
+            log.error("workers keep exiting right after start; stopping the gateway")
+            return False
+        time.sleep(min(2.0, 0.1 * 2**self.quick_deaths))  # back off before the next start
+        return True
+
+    def _forward_signals(self, processes: list[BaseProcess]) -> None:
+        while self.signals:
+            sig = self.signals.pop(0)
+            if sig != signal.SIGHUP:
+                self.stopping = True
+                sig = signal.SIGTERM
+            self._signal_all(processes, sig)
+
+    @staticmethod
+    def _signal_all(processes: list[BaseProcess], sig: int) -> None:
+        for process in processes:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, sig)
+
+
+def run_workers(config_path: str, host: str, port: int, workers: int) -> int:
+    return Supervisor(config_path, host, port, workers).run()

@@ -22,15 +22,22 @@ from aigw.config.loader import load_config
 from aigw.logs import configure_logging
 from aigw.reload import RuntimeHolder
 from aigw.runtime import build_runtime
-from aigw.server.protocol import EdgeLimits, GatewayHttpProtocol
+from aigw.server.protocol import EdgeLimits, protocol_with_limits
 
 log = logging.getLogger("aigw.server")
 
 
 class GatewayServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, holder: RuntimeHolder) -> None:
+    def __init__(
+        self, config: uvicorn.Config, holder: RuntimeHolder, drain_delay: float, supervised: bool
+    ) -> None:
         super().__init__(config)
         self.holder = holder
+        self.drain_delay = drain_delay
+        # Under the supervisor, Ctrl-C reaches the whole process group; the supervisor turns
+        # it into one SIGTERM per worker, so a worker ignores SIGINT (a second one would
+        # make uvicorn skip the grace period).
+        self.supervised = supervised
         self._tasks: set[asyncio.Task[bool]] = set()
 
     @contextmanager
@@ -51,9 +58,16 @@ class GatewayServer(uvicorn.Server):
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             return
+        if sig == signal.SIGINT and self.supervised:
+            return
         log.info("received %s: draining", signal.Signals(sig).name)
         self.holder.draining = True
-        self.handle_exit(sig, None)
+        if self.drain_delay > 0 and not self.should_exit:
+            # /readyz answers 503 while the listener still accepts, so load balancers
+            # stop sending traffic before the listener closes.
+            asyncio.get_running_loop().call_later(self.drain_delay, self.handle_exit, sig, None)
+        else:
+            self.handle_exit(sig, None)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.holder.draining = True
@@ -61,38 +75,43 @@ class GatewayServer(uvicorn.Server):
 
 
 def build_server(
-    config_path: str, host: str | None, port: int | None, sock: socket.socket | None = None
+    config_path: str,
+    host: str | None,
+    port: int | None,
+    sock: socket.socket | None = None,
+    supervised: bool = False,
 ) -> GatewayServer:
     loaded = load_config(config_path)
     runtime = build_runtime(loaded)
     settings = loaded.config.gateway
     configure_logging(loaded.secrets)
     limits = settings.limits
-    EdgeLimits.max_header_count = limits.max_header_count
-    EdgeLimits.max_header_bytes = limits.max_header_bytes
-    EdgeLimits.header_timeout = limits.header_timeout
-    EdgeLimits.body_timeout = limits.body_timeout
+    edge = EdgeLimits(
+        max_header_count=limits.max_header_count,
+        max_header_bytes=limits.max_header_bytes,
+        header_timeout=limits.header_timeout,
+        body_timeout=limits.body_timeout,
+    )
     holder = RuntimeHolder(runtime, config_path)
     uv_config = uvicorn.Config(
         Gateway(holder),
         host=host or settings.host,
         port=settings.port if port is None else port,
         loop="uvloop",
-        http=GatewayHttpProtocol,
+        http=protocol_with_limits(edge),
         lifespan="on",
         access_log=False,
         log_config=None,
         server_header=False,
         # X-Forwarded-For is never trusted implicitly: ip-filter must see the real peer.
         proxy_headers=False,
-        date_header=True,
+        # Backends send their own Date; the relay adds one to responses that lack it.
+        date_header=False,
         timeout_keep_alive=30,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_period),
+        timeout_graceful_shutdown=settings.shutdown_grace_period,  # type: ignore[arg-type]
         backlog=4096,
     )
-    server = GatewayServer(uv_config, holder)
-    server.aigw_socket = sock  # type: ignore[attr-defined]
-    return server
+    return GatewayServer(uv_config, holder, settings.drain_delay, supervised)
 
 
 def tune_garbage_collector() -> None:
@@ -110,6 +129,9 @@ def run_worker(
 ) -> None:
     # A reload signal during start-up must not kill the worker; it reads the file anyway.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    server = build_server(config_path, host, port, sock)
+    supervised = sock is not None
+    if supervised:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    server = build_server(config_path, host, port, sock, supervised)
     tune_garbage_collector()
     server.run(sockets=[sock] if sock is not None else None)

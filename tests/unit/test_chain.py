@@ -52,7 +52,7 @@ def context_for(runtime: Runtime) -> tuple[RequestContext, OperationTarget]:
         scheme="http",
         host="gw",
         path="/v1/chat/completions",
-        query=[],
+        query_string="",
         headers=Headers(),
         client_ip="127.0.0.1",
         body=b"{}",

@@ -35,7 +35,7 @@ def bare_context() -> RequestContext:
         scheme="https",
         host="gw.example",
         path="/openai/deployments/gpt-4o/chat/completions",
-        query=[("api-version", "2024-02-01")],
+        query_string="api-version=2024-02-01",
         headers=Headers(
             [
                 ("Content-Type", "application/json"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import urlencode
 
 import aigw.policies.builtin  # noqa: F401  (registers the built-in policies)
 from aigw.config.errors import IssueCollector
@@ -54,7 +55,7 @@ def make_ctx(
         scheme="http",
         host="gw.example",
         path=path,
-        query=list(query or []),
+        query_string=urlencode(query or []),
         headers=Headers(headers or []),
         client_ip=client_ip,
         body=b"{}",
