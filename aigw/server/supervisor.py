@@ -70,7 +70,8 @@ class Supervisor:
                     continue
                 if not self._note_death(process, started):
                     self.stopping, exit_code = True, 1
-                    self._signal_all([p for p, _ in alive], signal.SIGTERM)
+                    # Every worker still running, checked in this pass or not.
+                    self._signal_all([p for p, _ in processes], signal.SIGTERM)
                     continue
                 alive.append(self.start_worker())
             processes = alive

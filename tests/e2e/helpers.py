@@ -173,6 +173,7 @@ def _handler(recorder: Recorder) -> type[BaseHTTPRequestHandler]:
                 "method": self.command,
                 "path": url.path,
                 "query": parse_qsl(url.query, keep_blank_values=True),
+                "raw_query": url.query,  # the query bytes exactly as they arrived
                 "headers": {k.lower(): v for k, v in self.headers.items()},
                 "body": body.decode("utf-8", "replace"),
             }
@@ -187,6 +188,9 @@ def _handler(recorder: Recorder) -> type[BaseHTTPRequestHandler]:
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(payload)))
             self.send_header("x-echo-backend", recorder.name)
+            # `x-echo-response-headers: [["name", "value"], ...]` adds those response headers.
+            for name, value in json.loads(self.headers.get("x-echo-response-headers") or "[]"):
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(payload)
 
@@ -227,7 +231,8 @@ def _handler(recorder: Recorder) -> type[BaseHTTPRequestHandler]:
 
 class RecordingBackend:
     """A threaded HTTP/1.1 server on loopback: echoes each request as JSON (`backend`, `method`,
-    `path`, `query`, `headers`, `body`), or streams SSE when `x-echo-sse-events` is set."""
+    `path`, `query`, `raw_query`, `headers`, `body`), or streams SSE when `x-echo-sse-events` is
+    set; `x-echo-response-headers` (a JSON list of pairs) adds headers to the echo."""
 
     def __init__(self, name: str) -> None:
         self.recorder = Recorder(name)
@@ -249,3 +254,13 @@ def recording_backend(name: str) -> Iterator[RecordingBackend]:
         yield backend
     finally:
         backend.stop()
+
+
+def raw_until_close(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send `data` and return every byte the server sends until it closes the connection."""
+    received = b""
+    with raw_connect(port, timeout) as sock:
+        sock.sendall(data)
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
