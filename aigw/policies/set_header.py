@@ -77,6 +77,8 @@ class HeaderEdit:
     fixed_name: str | None  # lower-cased, when the name is a literal
     action: ExistsAction
     values: tuple[Value, ...]
+    # The values' text when none is an expression: checked once at build, not per request.
+    constant_values: list[str] | None = None
 
     @classmethod
     def build(cls, config: NamedValues, build: BuildContext, prefix: str = "") -> HeaderEdit:
@@ -90,7 +92,9 @@ class HeaderEdit:
             if text is not None and (problem := value_problem(text)):
                 build.error(problem, f"{prefix}.value[{index}]")
         fixed = fixed.lower() if fixed is not None else None
-        return cls(name, fixed, config.exists_action, values)
+        texts_ = [constant_text(value) for value in values]
+        constant = [t for t in texts_ if t is not None] if None not in texts_ else None
+        return cls(name, fixed, config.exists_action, values, constant)
 
     def apply(self, ctx: RequestContext, headers: Headers) -> None:
         name = self.fixed_name or self._evaluate_name(ctx)
@@ -99,8 +103,11 @@ class HeaderEdit:
             return
         if self.action == "skip" and name in headers:
             return
-        values = texts(self.values, ctx)
-        if any(_BAD_VALUE.search(value) for value in values):
+        if self.constant_values is not None:
+            values = list(self.constant_values)
+        else:
+            values = texts(self.values, ctx)
+        if self.constant_values is None and any(_BAD_VALUE.search(v) for v in values):
             # The message names the header, never the offending runtime value.
             raise ExpressionEvaluationFailure(
                 f"set-header {name}: a value contains a line break, a control character "
