@@ -35,7 +35,7 @@ def describe_runtime(runtime: Runtime) -> str:
         )
         for product_id, chain in target.chains.items():
             if product_id is not None:
-                out.append(f"  in product {product_id}:")
+                out.append(f"  in product {product_id} (requests in its context):")
             indent = "    " if product_id is not None else "  "
             for section in SECTIONS:
                 statements = chain.section(section)
