@@ -34,6 +34,7 @@ from aigw.pipeline.executor import complete, execute
 from aigw.relay import send_response
 from aigw.reload import RuntimeHolder
 from aigw.runtime import OperationTarget, Runtime
+from aigw.urlpath import has_dot_segment
 
 log = logging.getLogger("aigw.app")
 
@@ -99,6 +100,9 @@ class Gateway:
         except StreamAborted as aborted:
             ctx, status = aborted.ctx, aborted.status_code
             raise  # the server drops the connection: the client sees a truncated body
+        except asyncio.CancelledError:
+            status = 503  # cut at the end of the shutdown grace period
+            raise
         finally:
             runtime.in_flight -= 1
             if runtime.config.gateway.access_log:
@@ -123,7 +127,7 @@ class Gateway:
         limits = runtime.config.gateway.limits
         try:
             path = scope["path"]
-            if "/." in path and _has_dot_segment(path):
+            if has_dot_segment(path):
                 # Never let `..` walk a backend path outside the API's base URL.
                 raise BadRequest("Request path must not contain '.' or '..' segments")
             match = runtime.router.match(scope["method"], path)
@@ -246,17 +250,14 @@ class Gateway:
         await send_response(send, response, request_id)
 
 
-def _has_dot_segment(path: str) -> bool:
-    return any(segment in (".", "..") for segment in path.split("/"))
-
-
 def _raw_suffix(scope: Scope, prefix: str, decoded_suffix: str) -> str:
     """The suffix as the client encoded it, so `%2F` in a segment stays one segment upstream."""
     raw = scope.get("raw_path")
     if raw:
         text = raw.decode("latin-1").split("?", 1)[0]
         head = f"/{prefix}" if prefix else ""
-        if text.startswith(head) and unquote(text) == str(scope["path"]):
+        # Prefixes match case-insensitively (ASCII), as the router does.
+        if text[: len(head)].lower() == head.lower() and unquote(text) == str(scope["path"]):
             suffix: str = text[len(head) :]
             return suffix
     return quote(decoded_suffix, safe="/:@!$&'()*+,;=-._~")

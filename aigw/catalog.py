@@ -30,10 +30,20 @@ _AZURE_DEPLOYMENTS = (
     OperationSpec("embeddings", "POST", "/deployments/{deployment-id}/embeddings", True),
 )
 
+# What the AzureOpenAI SDK calls without `/v1` (always `?api-version=...`): these are not
+# deployment endpoints, so it sends them to `/openai/...` even with `azure_deployment` set.
+_AZURE_UNVERSIONED = (
+    OperationSpec("responses", "POST", "/responses", True),
+    OperationSpec("models", "GET", "/models", False),
+)
+
 BUILTIN_OPERATIONS: dict[str, tuple[OperationSpec, ...]] = {
     "openai": _OPENAI_V1,
-    # The Azure OpenAI data plane: deployment routes plus the v1 routes under the same prefix.
-    "azure-openai": _AZURE_DEPLOYMENTS + tuple(op for op in _OPENAI_V1 if op.id != "completions"),
+    # The Azure OpenAI data plane: deployment routes, the api-version routes the SDK calls,
+    # and the v1 routes under the same prefix.
+    "azure-openai": _AZURE_DEPLOYMENTS
+    + _AZURE_UNVERSIONED
+    + tuple(op for op in _OPENAI_V1 if op.id != "completions"),
 }
 
 

@@ -32,8 +32,11 @@ class GatewayError(Exception):
         reason: str | None = None,
         source: str | None = None,
         headers: list[tuple[str, str]] | None = None,
+        detail: str | None = None,
     ) -> None:
         self.message = message or self.default_message
+        # For the operator's log only (may quote config text); never sent to the caller.
+        self.detail = detail
         super().__init__(self.message)
         if status_code is not None:
             self.status_code = status_code
@@ -122,6 +125,11 @@ class ExpressionEvaluationFailure(GatewayError):
     reason = "ExpressionValueEvaluationFailure"
     default_message = "Policy expression could not be evaluated"
     source = "expression"
+
+    def __init__(self, detail: str | None = None, **kwargs: Any) -> None:
+        # Expressions carry named values, secrets included: what went wrong is for the log
+        # (`detail`, redacted there); the caller only learns that an expression failed.
+        super().__init__(None, detail=detail, **kwargs)
 
 
 class ServiceUnavailable(GatewayError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from aigw.errors import BadRequest
@@ -58,7 +59,7 @@ def parse_strict_json(data: bytes) -> Any:
     except UnicodeDecodeError:
         raise InvalidJsonBody("Request body is not valid JSON: it is not UTF-8 text") from None
     try:
-        return _DECODER.decode(text)
+        value = _DECODER.decode(text)
     except InvalidJsonBody:
         raise
     except json.JSONDecodeError as exc:
@@ -72,6 +73,22 @@ def parse_strict_json(data: bytes) -> Any:
     except ValueError:
         # Also integers over Python's 4,300-digit limit, refused by the decoder itself.
         raise InvalidJsonBody("Request body is not valid JSON") from None
+    if _SURROGATE_ESCAPE.search(text) and not _encodes_as_utf8(value):
+        raise InvalidJsonBody("Request body is not valid JSON: unpaired surrogate in a string")
+    return value
+
+
+# A `\uD800`-style escape: only then can a decoded string hold a lone surrogate, which no
+# UTF-8 text (and so no backend, header or URL) can carry.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _encodes_as_utf8(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def serialize_json(value: Any) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -63,10 +64,12 @@ def set_log_secrets(secrets: Iterable[str]) -> None:
 
 
 class DropStreamAborts(logging.Filter):
-    """uvicorn logs any exception that ends an ASGI call; an aborted stream is not a bug."""
+    """uvicorn logs any exception that ends an ASGI call; an aborted stream, or a request cut
+    at the end of the shutdown grace period, is not a bug."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], StreamAborted))
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, StreamAborted | asyncio.CancelledError)
 
 
 def configure_logging(secrets: Iterable[str] = (), level: int = logging.INFO) -> None:

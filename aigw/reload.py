@@ -77,6 +77,9 @@ class RuntimeHolder:
                 if runtime is not None:
                     await runtime.close()  # partly started: release what it opened
                 return False
+            if self.draining:  # shutdown began while the new config was being built
+                await runtime.close()
+                return False
             set_log_secrets(runtime.loaded.secrets)
             old, self.current = self.current, runtime
             task = asyncio.create_task(self._retire(old))

@@ -17,11 +17,12 @@ from aigw.config.errors import IssueCollector
 from aigw.config.loader import LoadedConfig, check_references
 from aigw.config.model import ApiConfig, GatewayConfig, PolicySections
 from aigw.context import ApiInfo, OperationInfo, RequestContext, Response
-from aigw.errors import GatewayError
+from aigw.errors import BadRequest, GatewayError
 from aigw.pipeline.chain import Chain, ScopeStatements, compose
 from aigw.policies.base import SECTIONS, Policy
 from aigw.policies.build import BuildContext
 from aigw.routing import Route, Router, compile_template
+from aigw.urlpath import encoded_has_dot_segment
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,11 @@ class Runtime:
         backend = self.services.backends.get(backend_id)
         if backend is None:
             raise GatewayError("Backend not found", reason="BackendNotFound")
+        if encoded_has_dot_segment(ctx.request.backend_path):
+            # A rewritten path (an expression fed by the request) must not climb out either.
+            raise BadRequest(
+                "Request path must not contain '.' or '..' segments", reason="InvalidPath"
+            )
         return await backend.send(ctx)
 
 
@@ -138,7 +144,12 @@ def build_runtime(loaded: LoadedConfig) -> Runtime:
                 )
             name = (op_config.display_name if op_config else None) or spec.id
             segment = "[^/]+" if api.type == "http" else DEPLOYMENT_ID
-            pattern, params = compile_template(spec.url_template, segment)
+            pattern, params = compile_template(
+                spec.url_template,
+                segment,
+                issues=issues,
+                path=f"apis.{api_id}.operations.{spec.id}.url-template",
+            )
             routes.append(
                 Route(
                     api=api_info,

@@ -5,6 +5,7 @@ Client-library exceptions are translated into gateway errors here and nowhere el
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -41,7 +42,9 @@ class HttpBackend:
             connector = aiohttp.TCPConnector(
                 limit=self._config.max_connections,
                 limit_per_host=self._config.max_connections_per_host,
-                keepalive_timeout=30,
+                # Shorter than common backends' own idle timeout (uvicorn/vLLM: 5 s), so a
+                # pooled connection is not reused just as the backend closes it.
+                keepalive_timeout=4,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -92,6 +95,10 @@ class HttpBackend:
             raise BackendProtocolError() from None
         except aiohttp.ClientError:
             raise BackendConnectionFailure() from None
+        if not 200 <= upstream.status <= 599 or _has_bad_header(upstream.raw_headers):
+            # The server could not send these on; better a clear 502 than a broken reply.
+            upstream.close()
+            raise BackendProtocolError()
         response_headers = Headers.from_asgi(upstream.raw_headers).without_hop_by_hop()
 
         async def release() -> None:
@@ -108,6 +115,14 @@ class HttpBackend:
             release=release,
             from_backend=True,
         )
+
+
+# Control characters (other than tab) cannot be relayed in a header value.
+_BAD_HEADER_BYTES = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _has_bad_header(raw: tuple[tuple[bytes, bytes], ...]) -> bool:
+    return _BAD_HEADER_BYTES.search(b"\t".join(v for _, v in raw)) is not None
 
 
 async def _relay(upstream: aiohttp.ClientResponse) -> AsyncIterator[bytes]:

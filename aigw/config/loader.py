@@ -50,6 +50,8 @@ def parse_yaml(text: str) -> Any:
         return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError([_yaml_issue(exc)]) from None
+    except RecursionError:
+        raise ConfigError([_issue("", "invalid YAML: nested too deeply")]) from None
 
 
 def _yaml_issue(exc: yaml.YAMLError) -> Any:
@@ -91,23 +93,30 @@ def _resolve_named_values(
 
 
 def _substitute(
-    node: Any, values: dict[str, tuple[str, bool]], path: str, issues: IssueCollector
+    node: Any,
+    values: dict[str, tuple[str, bool]],
+    path: str,
+    issues: IssueCollector,
+    declared: frozenset[str],
 ) -> Any:
     if isinstance(node, dict):
         return {
-            k: _substitute(v, values, f"{path}.{k}" if path else str(k), issues)
+            k: _substitute(v, values, f"{path}.{k}" if path else str(k), issues, declared)
             for k, v in node.items()
         }
     if isinstance(node, list):
-        return [_substitute(v, values, f"{path}[{i}]", issues) for i, v in enumerate(node)]
+        return [
+            _substitute(v, values, f"{path}[{i}]", issues, declared) for i, v in enumerate(node)
+        ]
     if isinstance(node, str) and "{{" in node:
 
         def replace(match: re.Match[str]) -> str:
             name = match.group(1)
-            if name not in values:
+            if name in values:
+                return values[name][0]
+            if name not in declared:  # declared but unreadable: its own entry says why
                 issues.add(path, f"named value '{{{{{name}}}}}' is not defined")
-                return ""
-            return values[name][0]
+            return ""
 
         return _NAMED_VALUE.sub(replace, node)
     return node
@@ -121,8 +130,12 @@ def load_config_text(text: str, source: str = "<string>") -> LoadedConfig:
         raise ConfigError([_issue("", "the config file must be a YAML mapping")])
     issues = IssueCollector()
     values = _resolve_named_values(raw, issues)
+    entries = raw.get("named-values")
+    declared = frozenset(entries) if isinstance(entries, dict) else frozenset()
     substituted = {
-        key: value if key == "named-values" else _substitute(value, values, str(key), issues)
+        key: value
+        if key == "named-values"
+        else _substitute(value, values, str(key), issues, declared)
         for key, value in raw.items()
     }
     config: GatewayConfig | None = None
@@ -131,9 +144,9 @@ def load_config_text(text: str, source: str = "<string>") -> LoadedConfig:
     except ValidationError as exc:
         for err in exc.errors(include_url=False, include_input=False):
             issues.add(format_loc(err["loc"]).lstrip("."), err["msg"])
-    issues.raise_if_any()
-    assert config is not None
     secrets = frozenset(value for value, secret in values.values() if secret and value)
+    issues.raise_if_any(secrets)
+    assert config is not None
     return LoadedConfig(config=config, secrets=secrets, source=source)
 
 
@@ -178,12 +191,13 @@ def check_references(config: GatewayConfig, issues: IssueCollector) -> None:
                 )
     prefixes: dict[str, str] = {}
     for api_id, api in config.apis.items():
-        if api.path in prefixes and config.apis[prefixes[api.path]].type == api.type:
+        key = api.path.lower()  # prefixes match case-insensitively
+        if key in prefixes and config.apis[prefixes[key]].type == api.type:
             issues.add(
                 f"apis.{api_id}.path",
-                f"path '{api.path}' is already used by api '{prefixes[api.path]}'",
+                f"path '{api.path}' is already used by api '{prefixes[key]}'",
             )
-        prefixes.setdefault(api.path, api_id)
+        prefixes.setdefault(key, api_id)
     for product_id, product in config.products.items():
         for index, api_id in enumerate(product.apis):
             if api_id not in config.apis:

@@ -55,6 +55,8 @@ class LimitsConfig(Strict):
     max_header_bytes: ByteSize = 32 * 1024
     header_timeout: Seconds = 10.0
     body_timeout: Seconds = 30.0
+    # Longest time a client may stop reading a response before it is disconnected.
+    send_timeout: Seconds = 60.0
 
 
 class GatewaySettings(Strict):

@@ -7,6 +7,6 @@ See `aigw.expressions.members` for the supported members and how they map to the
 from __future__ import annotations
 
 from aigw.expressions.lexer import ExpressionError
-from aigw.expressions.value import Value, compile_condition, compile_value
+from aigw.expressions.value import Value, compile_condition, compile_value, evaluation_failure
 
-__all__ = ["ExpressionError", "Value", "compile_condition", "compile_value"]
+__all__ = ["ExpressionError", "Value", "compile_condition", "compile_value", "evaluation_failure"]

@@ -54,6 +54,8 @@ _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 _DIGITS = frozenset("0123456789")
 _IDENT_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
 _IDENT_CHARS = _IDENT_START | _DIGITS
+# Far beyond any real constant; int() of a long enough digit run raises a bare ValueError.
+MAX_NUMBER_CHARS = 32
 
 
 class ExpressionError(Exception):
@@ -122,6 +124,8 @@ def _read_number(text: str, i: int, tokens: list[Token]) -> int:
         j += 1
         while j < n and text[j] in _DIGITS:
             j += 1
+    if j - i > MAX_NUMBER_CHARS:
+        raise ExpressionError("number literal is too long", text, i + 1)
     if j < n and text[j] in _IDENT_CHARS:
         raise ExpressionError("invalid number literal", text, i + 1)
     literal = text[i:j]

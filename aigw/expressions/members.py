@@ -17,6 +17,7 @@ APIM names map onto `aigw.context.RequestContext` as follows (our additions are 
 
 Headers lookups are case-insensitive and join repeated headers with ", ". String methods are
 ordinal (APIM's StartsWith/EndsWith are culture-sensitive) and count code points, not UTF-16 units.
+No method or operator returns a string longer than `runtime.MAX_STRING_CHARS` (64 Ki characters).
 Values of `context.Variables` are dynamically typed: only string members are allowed on them
 and they are checked when evaluated; C# casts `(string)`, `(bool)`, `(int)`, `(long)` and
 `(double)` are accepted and checked at runtime too.
@@ -88,17 +89,18 @@ NULL = ExprType("null", "scalar")
 DYNAMIC = ExprType("object", "scalar")  # a context.Variables value: any type, checked at runtime
 STRING_LIST = ExprType("string[]", "list")
 
-_TO_STRING = Method(STRING, (), runtime.to_string)
+_TO_STRING = Method(STRING, (), runtime.capped(runtime.to_string))
 
 
 def _string_members(target: ExprType) -> None:
     target.properties["Length"] = Property(NUMBER, len, requires_str=True)
+    lower, upper = runtime.case_mapping(str.lower), runtime.case_mapping(str.upper)
     plain: dict[str, Callable[..., Any]] = {
-        "ToLower": str.lower,
-        "ToUpper": str.upper,
-        "ToLowerInvariant": str.lower,
-        "ToUpperInvariant": str.upper,
-        "Trim": str.strip,
+        "ToLower": lower,
+        "ToUpper": upper,
+        "ToLowerInvariant": lower,
+        "ToUpperInvariant": upper,
+        "Trim": runtime.capped(str.strip),
     }
     for name, call in plain.items():
         target.methods[name] = Method(STRING, (), call, requires_str=True)
@@ -112,7 +114,11 @@ def _string_members(target: ExprType) -> None:
         ToString=_TO_STRING,
         Equals=Method(BOOL, ("string?",), runtime.str_equals, requires_str=True),
         Substring=Method(
-            STRING, ("int", "int"), runtime.str_substring, required=1, requires_str=True
+            STRING,
+            ("int", "int"),
+            runtime.capped(runtime.str_substring),
+            required=1,
+            requires_str=True,
         ),
         Replace=Method(STRING, ("string", "string?"), runtime.str_replace, requires_str=True),
         Split=Method(STRING_LIST, ("string",), runtime.str_split, requires_str=True),

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from aigw.expressions.members import BOOL, DYNAMIC, NULL, NUMBER, STRING, ExprType
 from aigw.expressions.runtime import (
     EvaluationError,
-    concat_operand,
+    concat,
     is_number,
     require_bool,
     values_equal,
@@ -130,7 +130,7 @@ def _add(left: Node, right: Node) -> Node:
     if STRING in (lt, rt):
         if lt.kind != "scalar" or rt.kind != "scalar":
             raise TypeMismatch(f'operator "+" cannot be applied to {lt.name} and {rt.name}')
-        return Node(lambda ctx: concat_operand(lf(ctx)) + concat_operand(rf(ctx)), STRING)
+        return Node(lambda ctx: concat(lf(ctx), rf(ctx)), STRING)
     numeric = (NUMBER, DYNAMIC, NULL)
     if lt not in numeric or rt not in numeric:
         raise TypeMismatch(f'operator "+" cannot be applied to {lt.name} and {rt.name}')
@@ -140,7 +140,7 @@ def _add(left: Node, right: Node) -> Node:
 
 def dynamic_add(a: Any, b: Any) -> Any:
     if isinstance(a, str) or isinstance(b, str):
-        return concat_operand(a) + concat_operand(b)
+        return concat(a, b)
     if a is None or b is None:
         return None
     if is_number(a) and is_number(b):

@@ -13,7 +13,7 @@ from aigw.expressions import operators
 from aigw.expressions.lexer import ExpressionError, Token, tokenize
 from aigw.expressions.members import BOOL, CONTEXT, NULL, NUMBER, STRING
 from aigw.expressions.operators import CASTS, Node, TypeMismatch
-from aigw.expressions.postfix import Step, chain, resolve_index, resolve_member
+from aigw.expressions.postfix import Span, Step, chain, resolve_index, resolve_member
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -29,8 +29,11 @@ _KEYWORDS: dict[str, Node] = {
 }
 # Deep enough for any real policy; stops pathological input before Python's recursion limit.
 _MAX_DEPTH = 32
-# Operators nest closures, so this bounds the evaluation stack as well.
+# Operators nest closures, so this bounds the evaluation stack as well. Member accesses,
+# calls and indexers (C#'s primary operators) count too: each one is a compiled step.
 _MAX_OPERATORS = 100
+# Bounds the work and memory of compiling one expression at config load.
+MAX_SOURCE_CHARS = 4096
 
 
 def _context_root(ctx: RequestContext) -> Any:
@@ -92,11 +95,14 @@ class Parser:
     def error(self, message: str, offset: int) -> ExpressionError:
         return ExpressionError(message, self.text, offset + 1)
 
-    def typed(self, at: Token, build: Callable[..., Node], *args: Any) -> Node:
-        """Apply an operator builder, reporting type errors at the operator's position."""
+    def count(self, at: Token) -> None:
         self.operators += 1
         if self.operators > _MAX_OPERATORS:
             raise self.error(f"expression has more than {_MAX_OPERATORS} operators", at.pos)
+
+    def typed(self, at: Token, build: Callable[..., Node], *args: Any) -> Node:
+        """Apply an operator builder, reporting type errors at the operator's position."""
+        self.count(at)
         try:
             return build(*args)
         except TypeMismatch as exc:
@@ -176,7 +182,9 @@ class Parser:
         kind = node.type
         while self.peek.kind == "op" and self.peek.text in _POSTFIX:
             token = self.advance()
-            receiver = self.text[start : token.pos].strip()
+            self.count(token)
+            # Offsets only: slicing the receiver's text per step made long chains quadratic.
+            receiver = Span(self.text, start, token.pos)
             if token.text in (".", "?."):
                 step, kind = resolve_member(self, kind, receiver, token)
             else:
@@ -207,4 +215,6 @@ class Parser:
 
 def parse(text: str, start: int) -> Node:
     """Compile `text[start:]`: one expression, its closing `)`, then nothing else."""
+    if len(text) > MAX_SOURCE_CHARS:
+        raise ExpressionError(f"expression is longer than {MAX_SOURCE_CHARS} characters", text, 1)
     return Parser(text, start).parse_wrapped()

@@ -8,6 +8,7 @@ while `.` or `[` on null fails with the receiver's text (never its value).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from aigw.expressions.members import DYNAMIC, NULL, NUMBER, STRING, ExprType, Method, ParamKind
@@ -22,10 +23,22 @@ if TYPE_CHECKING:
 Apply = Callable[[Any, "RequestContext"], Any]
 
 
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A piece of the expression source kept as offsets; sliced only to word an error."""
+
+    text: str
+    start: int
+    end: int
+
+    def __str__(self) -> str:
+        return self.text[self.start : self.end].strip()
+
+
 class Step(NamedTuple):
     conditional: bool  # reached through ?. or ?[
     apply: Apply
-    null_detail: str  # failure detail when the receiver is null and the step is not conditional
+    receiver: Span  # named in the failure when the receiver is null and the step is not ?. or ?[
 
 
 def chain(base: Node, steps: list[Step], kind: ExprType) -> Node:
@@ -35,11 +48,11 @@ def chain(base: Node, steps: list[Step], kind: ExprType) -> Node:
 
     def run(ctx: RequestContext) -> Any:
         value = base_fn(ctx)
-        for conditional, apply, null_detail in frozen:
+        for conditional, apply, receiver in frozen:
             if value is None:
                 if conditional:
                     return None
-                raise EvaluationError(null_detail)
+                raise EvaluationError(f"{receiver} is null")
             value = apply(value, ctx)
         return value
 
@@ -47,7 +60,7 @@ def chain(base: Node, steps: list[Step], kind: ExprType) -> Node:
 
 
 def resolve_member(
-    parser: Parser, receiver_type: ExprType, receiver: str, dot: Token
+    parser: Parser, receiver_type: ExprType, receiver: Span, dot: Token
 ) -> tuple[Step, ExprType]:
     name_token = parser.advance()
     if name_token.kind != "ident":
@@ -68,11 +81,11 @@ def resolve_member(
         get = prop.get
         apply, kind, requires_str = (lambda value, ctx: get(value)), prop.type, prop.requires_str
     if receiver_type is DYNAMIC and requires_str:
-        apply = _string_receiver(apply, f"{receiver} is not a string")
-    return Step(dot.text == "?.", apply, f"{receiver} is null"), kind
+        apply = _string_receiver(apply, receiver)
+    return Step(dot.text == "?.", apply, receiver), kind
 
 
-def _unknown(receiver_type: ExprType, name: str, receiver: str, what: str) -> str:
+def _unknown(receiver_type: ExprType, name: str, receiver: Span, what: str) -> str:
     if what == "method" and name in receiver_type.properties:
         return f'"{name}" of {receiver_type.name} is a property, not a method'
     if what == "member" and name in receiver_type.methods:
@@ -82,10 +95,10 @@ def _unknown(receiver_type: ExprType, name: str, receiver: str, what: str) -> st
     return f'unknown {what} "{name}" of {receiver_type.name}'
 
 
-def _string_receiver(apply: Apply, detail: str) -> Apply:
+def _string_receiver(apply: Apply, receiver: Span) -> Apply:
     def checked(value: Any, ctx: RequestContext) -> Any:
         if not isinstance(value, str):
-            raise EvaluationError(detail)
+            raise EvaluationError(f"{receiver} is not a string")
         return apply(value, ctx)
 
     return checked
@@ -171,7 +184,7 @@ _ACCEPTS: dict[str, Callable[[Any], bool]] = {
 
 
 def resolve_index(
-    parser: Parser, receiver_type: ExprType, receiver: str, bracket: Token
+    parser: Parser, receiver_type: ExprType, receiver: Span, bracket: Token
 ) -> tuple[Step, ExprType]:
     indexer = receiver_type.indexer
     if indexer is None:
@@ -180,17 +193,18 @@ def resolve_index(
     key = parser.expression()
     close = parser.expect("]")
     key_fn = _argument(parser, indexer.key, key, "the index", start)
+    shown: str | Span
     if key.is_literal:
         shown = f'"{key.value}"' if isinstance(key.value, str) else str(key.value)
     else:
-        shown = f"({parser.text[start : close.pos].strip()})"
-    detail = indexer.missing.replace("{key}", shown)
-    get = indexer.get
+        shown = Span(parser.text, start, close.pos)  # the key's text, never its value
+    missing, get = indexer.missing, indexer.get
 
     def apply(value: Any, ctx: RequestContext) -> Any:
         found = get(value, key_fn(ctx))
         if found is MISSING:
-            raise EvaluationError(detail)
+            key_text = shown if isinstance(shown, str) else f"({shown})"
+            raise EvaluationError(missing.replace("{key}", key_text))
         return found
 
-    return Step(bracket.text == "?[", apply, f"{receiver} is null"), indexer.result
+    return Step(bracket.text == "?[", apply, receiver), indexer.result

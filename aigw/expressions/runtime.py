@@ -1,14 +1,21 @@
 """Runtime helpers called by compiled expressions: C#-like conversions, equality, string methods.
 
 Failures raise `EvaluationError` with a detail that never contains a runtime value;
-`Value.evaluate` turns it into `aigw.errors.ExpressionEvaluationFailure` naming the expression.
+`Value.evaluate` turns it into `aigw.errors.ExpressionEvaluationFailure`, with the expression
+and the detail for the operator's log only.
+
+Every string an operator or method builds is capped at `MAX_STRING_CHARS`, checked from the
+inputs' lengths before building it where that is possible, since the inputs come from clients.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Final
+
+MAX_STRING_CHARS: Final = 64 * 1024
 
 
 class EvaluationError(Exception):
@@ -62,9 +69,32 @@ def format_double(value: float) -> str:
     return text.replace("e", "E")
 
 
+def check_length(length: int) -> None:
+    if length > MAX_STRING_CHARS:
+        raise EvaluationError(f"string result longer than {MAX_STRING_CHARS} characters")
+
+
+def capped(method: Callable[..., str]) -> Callable[..., str]:
+    """A string method whose result is checked against the cap after it is built; for
+    methods whose result is never much longer than their receiver."""
+
+    def run(*args: Any) -> str:
+        result = method(*args)
+        check_length(len(result))
+        return result
+
+    return run
+
+
 def concat_operand(value: object) -> str:
     """String concatenation treats null as the empty string, as C# does."""
     return "" if value is None else to_string(value)
+
+
+def concat(left: object, right: object) -> str:
+    first, second = concat_operand(left), concat_operand(right)
+    check_length(len(first) + len(second))
+    return first + second
 
 
 def values_equal(left: object, right: object) -> bool:
@@ -115,7 +145,23 @@ def str_substring(text: str, start: int, length: int | None = None) -> str:
 def str_replace(text: str, old: str, new: str | None) -> str:
     if not old:
         raise EvaluationError("the first argument of Replace is empty")
-    return text.replace(old, new or "")
+    new = new or ""
+    # The exact result length, known before the string is built: "aaa…".Replace("a", itself)
+    # would otherwise build len² characters.
+    check_length(len(text) + text.count(old) * (len(new) - len(old)))
+    return text.replace(old, new)
+
+
+def case_mapping(convert: Callable[[str], str]) -> Callable[[str], str]:
+    """ToUpper/ToLower: Unicode case mapping never shortens a string but may lengthen it."""
+
+    def run(text: str) -> str:
+        check_length(len(text))
+        result = convert(text)
+        check_length(len(result))
+        return result
+
+    return run
 
 
 def str_split(text: str, separator: str) -> list[str]:

@@ -21,6 +21,15 @@ if TYPE_CHECKING:
 # Python errors a compiled expression could still hit on unexpected context data; reported by
 # type only, since their text may quote a value.
 _UNEXPECTED = (ArithmeticError, AttributeError, LookupError, TypeError, ValueError)
+CLIENT_MESSAGE = "Policy expression could not be evaluated"
+
+
+def evaluation_failure(source: str, detail: str) -> ExpressionEvaluationFailure:
+    """The client sees only the generic message: named values are substituted into the source
+    before it is compiled, so the source (and a detail quoting it) may contain a secret."""
+    failure = ExpressionEvaluationFailure(CLIENT_MESSAGE)
+    failure.detail = f"Expression {source} failed: {detail}"
+    return failure
 
 
 class Value:
@@ -40,7 +49,7 @@ class Value:
             detail = exc.detail
         except _UNEXPECTED as exc:
             detail = f"unexpected {type(exc).__name__}"
-        raise ExpressionEvaluationFailure(f"Expression {self.source} failed: {detail}")
+        raise evaluation_failure(self.source, detail)
 
     def __repr__(self) -> str:
         return f"Value({self.source!r})"

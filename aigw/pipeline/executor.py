@@ -51,6 +51,8 @@ async def _run_sections(chain: Chain, ctx: RequestContext, terminal: Terminal) -
 async def _on_error(chain: Chain, ctx: RequestContext, exc: GatewayError) -> Response:
     section = ctx.section
     ctx.last_error = LastError.from_error(exc, section)
+    if exc.detail:
+        log.warning("%s in %s (request %s): %s", exc.reason, section, ctx.request_id, exc.detail)
     if ctx.response is not None:
         await ctx.response.aclose()
     ctx.response = error_response(exc)

@@ -50,8 +50,15 @@ class BuildContext:
             self.issues.add(path, "must be a list of policy statements")
             return []
         built: list[Policy | str] = []
+        has_base = False
         for index, item in enumerate(raw):
             statement = self._statement(item, f"{path}[{index}]", allow_base)
+            if statement == BASE:
+                if has_base:
+                    # Composition expands every `base`: a second one would run the parent twice.
+                    self.issues.add(f"{path}[{index}]", "'base' may appear only once in a section")
+                    continue
+                has_base = True
             if statement is not None:
                 built.append(statement)
         return built

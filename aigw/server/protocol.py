@@ -7,6 +7,9 @@
 - a connection must send a complete request head within `header_timeout` of opening or of
   its first byte (slow-loris) → 408 or simply closed, and a pending body must arrive within
   `body_timeout` → 408;
+- a client that stops reading a response for `send_timeout` is disconnected, so it cannot
+  hold a backend connection for ever; a client that is still sending a body nobody reads
+  (the answer came first) is disconnected once the answer is out;
 - every parser error gets a JSON 400 and the connection is closed. Conflicting framing
   (Content-Length with Transfer-Encoding, duplicate Content-Length) is refused by llhttp in
   its default strict mode;
@@ -17,6 +20,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +39,7 @@ class EdgeLimits:
     max_header_bytes: int = 32 * 1024
     header_timeout: float = 10.0
     body_timeout: float = 30.0
+    send_timeout: float = 60.0
 
 
 class ConnectionSignals:
@@ -77,7 +82,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._rejected: _Rejected | None = None
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
-        self._signals: ConnectionSignals | None = None
+        self._send_timer: asyncio.TimerHandle | None = None
+        # One entry per request whose response is not complete yet (pipelining included).
+        self._open: deque[tuple[Any, ConnectionSignals]] = deque()
 
     # Connection lifetime
 
@@ -88,28 +95,45 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
         super().connection_lost(exc)
-        if self._signals is not None:
-            self._signals.fire()
-            self._signals = None
+        open_requests, self._open = self._open, deque()
+        for _, signals in open_requests:
+            signals.fire()
 
     def _cancel_timers(self) -> None:
-        for timer in (self._head_timer, self._body_timer):
+        for timer in (self._head_timer, self._body_timer, self._send_timer):
             if timer is not None:
                 timer.cancel()
-        self._head_timer = self._body_timer = None
+        self._head_timer = self._body_timer = self._send_timer = None
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._send_timer is None:
+            self._send_timer = self.loop.call_later(self.limits.send_timeout, self._send_stalled)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _send_stalled(self) -> None:
+        self._send_timer = None
+        self.transport.close()  # the client stopped reading; its request is cancelled
 
     def _arm_head_timer(self) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
         self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
 
+    def _between_requests(self) -> bool:
+        return not self._in_head and (self.cycle is None or self.cycle.response_complete)
+
     def _head_timed_out(self) -> None:
         self._head_timer = None
         if self._in_head:
             self._reject(408, "Request headers were not received in time")
-        elif self.cycle is None:  # opened, and silent ever since
+        elif self._between_requests():  # silent since opening, or sending only line breaks
             self.transport.close()
-        # Idle keep-alive connections between requests are uvicorn's keep-alive timeout's.
 
     # Parser callbacks
 
@@ -147,8 +171,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self._head_timer = None
         super().on_headers_complete()
         # The ASGI task is scheduled but has not run yet, so the scope can still be extended.
-        self._signals = ConnectionSignals()
-        self.scope["extensions"] = {"aigw.connection": self._signals}  # type: ignore[dict-item]
+        signals = ConnectionSignals()
+        self._open.append((self.cycle, signals))
+        self.scope["extensions"] = {"aigw.connection": signals}  # type: ignore[dict-item]
 
     def on_message_complete(self) -> None:
         if self._body_timer is not None:
@@ -157,7 +182,15 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
-        self._signals = None
+        unread_body = False
+        while self._open and self._open[0][0].response_complete:
+            done, _ = self._open.popleft()
+            unread_body = unread_body or done.more_body
+        if unread_body:
+            # Answered before the body was read (404, 413, …): the rest of the body would
+            # only keep the connection busy, so it is not waited for.
+            self.transport.close()
+            return
         super().on_response_complete()
 
     # Input
@@ -183,14 +216,19 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         # Most bodies arrive with their head; only a body still pending gets a deadline.
         if self._body_timer is None and self.cycle is not None and self.cycle.more_body:
             self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_timed_out)
+        elif self._head_timer is None and self._between_requests():
+            # Bytes between requests (bare line breaks) cancelled uvicorn's keep-alive
+            # timer; they must not keep a connection open for ever either.
+            self._arm_head_timer()
 
     def _body_timed_out(self) -> None:
         self._body_timer = None
         cycle = self.cycle
         if cycle is None or not cycle.more_body or cycle.response_complete:
             return
-        if self._signals is not None:
-            self._signals.body_timed_out = True
+        for open_cycle, signals in self._open:
+            if open_cycle is cycle:
+                signals.body_timed_out = True
         if cycle.response_started:
             self.transport.close()
         else:
@@ -198,8 +236,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     def _reject(self, status: int, message: str) -> None:
         self._cancel_timers()
-        cycle = self.cycle
-        if cycle is not None and cycle.response_started and not cycle.response_complete:
+        if any(c.response_started and not c.response_complete for c, _ in self._open):
             self.transport.close()  # a response is under way: nothing more can be said
             return
         body = error_body(status, message)

@@ -91,6 +91,7 @@ def build_server(
         max_header_bytes=limits.max_header_bytes,
         header_timeout=limits.header_timeout,
         body_timeout=limits.body_timeout,
+        send_timeout=limits.send_timeout,
     )
     holder = RuntimeHolder(runtime, config_path)
     uv_config = uvicorn.Config(

@@ -218,3 +218,26 @@ def test_base_inside_choose_is_a_config_error() -> None:
         issue.path == "apis.chat.policies.inbound[0].choose.when[0].policies[0]"
         for issue in err.value.issues
     ), err.value.issues
+
+
+def test_second_base_in_a_section_is_a_config_error() -> None:
+    with pytest.raises(ConfigError) as err:
+        runtime_for(global_=[mark("g")], api=["base", mark("api"), "base"])
+    found = {issue.path: issue.message for issue in err.value.issues}
+    assert found == {"apis.chat.policies.inbound[2]": "'base' may appear only once in a section"}
+
+
+async def test_one_base_per_section_is_counted_per_scope_and_section() -> None:
+    config: dict[str, Any] = {
+        "backends": {"b": {"url": "http://127.0.0.1:9"}},
+        "policies": {"inbound": [mark("g")], "outbound": ["base"]},
+        "apis": {
+            "chat": {
+                "type": "openai",
+                "backend": "b",
+                "policies": {"inbound": ["base", mark("a")], "outbound": ["base"]},
+            }
+        },
+    }
+    runtime = build_runtime(load_config_text(yaml.safe_dump(config)))
+    assert await trace(runtime) == ["g", "a"]

@@ -99,9 +99,13 @@ def evaluate(text: str, ctx: RequestContext | None = None) -> Any:
 
 
 def failure(text: str, ctx: RequestContext | None = None) -> str:
+    """The operator-only detail of a runtime failure; the client message never varies."""
     with pytest.raises(ExpressionEvaluationFailure) as info:
         evaluate(text, ctx)
-    return info.value.message
+    assert info.value.message == "Policy expression could not be evaluated"
+    detail = getattr(info.value, "detail", None)
+    assert isinstance(detail, str)
+    return detail
 
 
 def rejection(text: str, *, condition: bool = False) -> ExpressionError:
@@ -312,6 +316,27 @@ def test_string_member_on_a_non_string_variable_fails_without_the_value() -> Non
         'context.Variables["secret"] is not a string'
     )
     assert "987654321" not in message
+
+
+def test_client_message_never_contains_the_source_which_may_hold_a_secret() -> None:
+    # Named values are substituted before compiling, so a secret can sit in the source.
+    secret = "sk-live-0123456789abcdef"
+    texts = [
+        f'@(context.Request.Headers["{secret}"])',
+        f'@(context.Variables["{secret}"].ToUpper())',
+        f'@(context.Subscription.Id == "{secret}")',
+        f'@(context.Request.Headers["X-Tenant"].Substring(99) + "{secret}")',
+    ]
+    ctx = bare_context()
+    ctx.variables[secret] = 1
+    for text in texts:
+        with pytest.raises(ExpressionEvaluationFailure) as info:
+            compile_value(text).evaluate(ctx)
+        error = info.value
+        assert error.message == "Policy expression could not be evaluated"
+        assert secret not in error.message and secret not in str(error)
+        assert text not in error.message
+        assert (error.detail or "").startswith(f"Expression {text} failed: ")
 
 
 # Null handling
@@ -585,16 +610,17 @@ def test_condition_expression() -> None:
 def test_condition_on_a_non_boolean_variable_fails_at_runtime() -> None:
     with pytest.raises(ExpressionEvaluationFailure) as info:
         compile_condition('@(context.Variables["user"])').evaluate(full_context())
-    assert info.value.message == (
+    assert info.value.detail == (
         'Expression @(context.Variables["user"]) failed: the condition is not a boolean'
     )
+    assert info.value.message == "Policy expression could not be evaluated"
     assert info.value.reason == "ExpressionValueEvaluationFailure"
 
 
 def test_condition_on_a_nullable_boolean_fails_when_null() -> None:
     with pytest.raises(ExpressionEvaluationFailure) as info:
         compile_condition('@(context.User?.Email.Contains("@"))').evaluate(bare_context())
-    assert info.value.message.endswith("failed: the condition is null")
+    assert (info.value.detail or "").endswith("failed: the condition is null")
 
 
 @pytest.mark.parametrize(
@@ -743,6 +769,8 @@ def test_pathological_nesting_is_rejected_not_a_recursion_error() -> None:
     assert rejection(deep).message == "expression is nested too deeply"
     many = "@(" + " && ".join(["true"] * 150) + ")"
     assert rejection(many).message == "expression has more than 100 operators"
+    steps = "@(context.RequestId" + ".ToString()" * 101 + ")"
+    assert rejection(steps).message == "expression has more than 100 operators"
     assert evaluate("@(" + "(" * 20 + "1" + ")" * 20 + ")") == 1
 
 
