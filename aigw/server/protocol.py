@@ -118,7 +118,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     def _send_stalled(self) -> None:
         self._send_timer = None
-        self.transport.close()  # the client stopped reading; its request is cancelled
+        # The client stopped reading: close() would wait for the buffer to drain, so abort.
+        self.transport.abort()
 
     def _arm_head_timer(self) -> None:
         if self._head_timer is not None:

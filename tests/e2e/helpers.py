@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import socketserver
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -264,3 +265,91 @@ def raw_until_close(port: int, data: bytes, timeout: float = 5.0) -> bytes:
         while chunk := sock.recv(65536):
             received += chunk
     return received
+
+
+# --- a scripted raw-socket backend, for responses no well-behaved server sends --------------
+
+BIG_BODY_BYTES = 50 * 2**20
+
+
+def _scripted_handler(backend: ScriptedBackend) -> type[socketserver.StreamRequestHandler]:
+    class Handler(socketserver.StreamRequestHandler):
+        timeout = 20  # a gateway that stops reading and never hangs up shows as "stalled"
+
+        def handle(self) -> None:
+            try:
+                while self._one_request():
+                    pass
+            except OSError:
+                pass
+
+        def _one_request(self) -> bool:
+            line = self.rfile.readline(65537)
+            if not line.strip():
+                return False
+            method, target, _ = line.decode("latin-1").split(" ", 2)
+            length = 0
+            while (header := self.rfile.readline(65537)) not in (b"\r\n", b"\n", b""):
+                name, _, value = header.decode("latin-1").partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value)
+            if length:
+                self.rfile.read(length)
+            path = target.split("?", 1)[0]
+            with backend.lock:
+                backend.requests.append({"method": method, "path": path})
+            name = path.rsplit("/", 1)[-1]
+            if name == "big":
+                self._big()
+                return False
+            self.wfile.write(backend.responses.get(name, SCRIPTED_OK))
+            self.wfile.flush()
+            return True
+
+        def _big(self) -> None:
+            """`BIG_BODY_BYTES` of body; records whether the gateway took it all or hung up."""
+            self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n")
+            self.wfile.write(b"content-length: %d\r\n\r\n" % BIG_BODY_BYTES)
+            chunk, sent, outcome = b"x" * 65536, 0, "completed"
+            try:
+                while sent < BIG_BODY_BYTES:
+                    self.wfile.write(chunk)
+                    sent += len(chunk)
+                self.wfile.flush()
+            except TimeoutError:
+                outcome = "stalled"  # the gateway neither read nor closed for `timeout` s
+            except OSError:
+                outcome = "aborted"
+            with backend.lock:
+                backend.big.append({"outcome": outcome, "sent": sent, "at": time.monotonic()})
+
+    return Handler
+
+
+SCRIPTED_OK = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok"
+SCRIPTED_RESPONSES = {
+    "status600": b"HTTP/1.1 600 Weird\r\ncontent-length: 2\r\n\r\nok",
+    "ctrl-header": b"HTTP/1.1 200 OK\r\nx-bad: a\x01b\r\ncontent-length: 2\r\n\r\nok",
+}
+
+
+class ScriptedBackend:
+    """A threaded raw-socket HTTP/1.1 server on loopback. By the last path segment: `big`
+    sends a 50 MB body (its fate recorded in `big`), `status600` and `ctrl-header` send the
+    invalid responses of `SCRIPTED_RESPONSES`, anything else a 200 `ok` (keep-alive)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.requests: list[dict[str, Any]] = []
+        self.big: list[dict[str, Any]] = []
+        self.responses = dict(SCRIPTED_RESPONSES)
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _scripted_handler(self))
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
