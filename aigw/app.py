@@ -125,6 +125,8 @@ class Gateway:
         request_id: str,
     ) -> tuple[RequestContext | None, int]:
         limits = runtime.config.gateway.limits
+        # The server protocol enforces the body deadline when it can (no timer per request).
+        signals = scope.get("extensions", {}).get("aigw.connection")
         try:
             path = scope["path"]
             if has_dot_segment(path):
@@ -136,8 +138,6 @@ class Gateway:
             declared = headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > limits.max_body_size:
                 raise PayloadTooLarge()
-            # The server protocol enforces the body deadline when it can (no timer per request).
-            signals = scope.get("extensions", {}).get("aigw.connection")
             deadline = None if signals is not None else limits.body_timeout
             body = await read_body(receive, limits.max_body_size, deadline)
         except ClientDisconnected:
