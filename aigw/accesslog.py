@@ -49,6 +49,8 @@ class AccessLog:
                 record["error_reason"] = ctx.last_error.reason
             if ctx.client_disconnected:
                 record["client_disconnected"] = True
+            if ctx.shadow_rejections:
+                record["shadow_rejections"] = ctx.shadow_rejections
         if not self._pending:
             try:
                 asyncio.get_running_loop().call_soon(self.flush)

@@ -162,7 +162,9 @@ class Gateway:
         )
         request.backend_path = _raw_suffix(scope, match.route.api.path, match.suffix)
         request.matched_parameters = match.params
-        ctx = RequestContext(request_id, request, match.route.api, match.route.operation)
+        ctx = RequestContext(
+            request_id, request, match.route.api, match.route.operation, runtime.services.clock
+        )
         ctx.services = runtime.services
         target: OperationTarget = match.route.target
         ctx.backend_id = target.default_backend

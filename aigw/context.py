@@ -7,13 +7,12 @@ through `ctx.services`, never through module globals.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlencode
 
+from aigw.clock import SYSTEM_CLOCK, Clock
 from aigw.errors import GatewayError
 from aigw.headers import Headers
 from aigw.jsonbody import parse_strict_json, serialize_json
@@ -227,6 +226,7 @@ class RequestContext:
         "api",
         "backend_id",
         "client_disconnected",
+        "clock",
         "deployment_id",
         "first_byte_at",
         "last_error",
@@ -239,6 +239,7 @@ class RequestContext:
         "response",
         "section",
         "services",
+        "shadow_rejections",
         "started",
         "subscription",
         "timestamp",
@@ -247,11 +248,17 @@ class RequestContext:
     )
 
     def __init__(
-        self, request_id: str, request: RequestView, api: ApiInfo, operation: OperationInfo
+        self,
+        request_id: str,
+        request: RequestView,
+        api: ApiInfo,
+        operation: OperationInfo,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.request_id = request_id
-        self.started = time.perf_counter()
-        self.timestamp = datetime.now(UTC)
+        self.clock = clock
+        self.started = clock.monotonic()
+        self.timestamp = clock.now()
         self.request = request
         self.api = api
         self.operation = operation
@@ -269,9 +276,11 @@ class RequestContext:
         # Policies whose request hook ran and that want to see chunks / completion.
         self.observers: list[Policy] = []
         self.section = "inbound"
+        # Reasons of rejections that shadow-mode policies recorded instead of enforcing.
+        self.shadow_rejections: list[str] = []
         self.first_byte_at: float | None = None
         self.client_disconnected = False
 
     @property
     def elapsed(self) -> float:
-        return time.perf_counter() - self.started
+        return self.clock.monotonic() - self.started

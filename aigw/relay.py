@@ -81,7 +81,7 @@ async def _stream_body(
         async for chunk in response.stream:
             if ctx is not None:
                 if ctx.first_byte_at is None:
-                    ctx.first_byte_at = time.perf_counter()
+                    ctx.first_byte_at = ctx.clock.monotonic()
                 for policy in observers:
                     chunk = policy.on_chunk(ctx, chunk)
             if chunk:

@@ -13,6 +13,7 @@ import aigw.policies.builtin  # noqa: F401 - registers the built-in policies
 from aigw.backends.base import Backend
 from aigw.backends.factory import build_backend
 from aigw.catalog import BUILTIN_OPERATIONS, DEPLOYMENT_ID, OperationSpec, builtin_operation_ids
+from aigw.clock import SYSTEM_CLOCK, Clock
 from aigw.config.errors import IssueCollector
 from aigw.config.loader import LoadedConfig, check_references
 from aigw.config.model import ApiConfig, GatewayConfig, PolicySections
@@ -42,6 +43,7 @@ class Services:
 
     backends: dict[str, Backend]
     gateway_id: str
+    clock: Clock = SYSTEM_CLOCK
 
 
 @dataclass

@@ -11,6 +11,7 @@ and then shared by all requests. Its hooks get the per-request context:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -19,6 +20,8 @@ from pydantic import BaseModel, ConfigDict
 from aigw.config.model import kebab
 from aigw.context import RequestContext, Response
 from aigw.errors import GatewayError
+
+log = logging.getLogger("aigw.policies")
 
 if TYPE_CHECKING:
     from aigw.policies.build import BuildContext
@@ -36,12 +39,16 @@ class PolicyConfig(BaseModel):
     )
 
     id: str | None = None
+    # Shadow mode (enforcing policies only): evaluate and record a rejection, never block.
+    shadow: bool = False
 
 
 class Policy:
     name: ClassVar[str] = ""
     config_model: ClassVar[type[PolicyConfig]] = PolicyConfig
     sections: ClassVar[frozenset[str]] = ALL_SECTIONS
+    # Policies that reject requests (ip-filter, check-header, limits …) may run in shadow mode.
+    enforcing: ClassVar[bool] = False
     # Set automatically: whether the pipeline must call the streaming/completion hooks.
     observes_chunks: ClassVar[bool] = False
     observes_completion: ClassVar[bool] = False
@@ -53,6 +60,7 @@ class Policy:
 
     def __init__(self, config: PolicyConfig, build: BuildContext) -> None:
         self.policy_id = config.id
+        self.shadow = config.shadow
 
     async def apply(self, ctx: RequestContext) -> Response | None:
         return None
@@ -65,11 +73,24 @@ class Policy:
 
     def describe(self) -> str:
         """One line for `aigw validate`; subclasses add their key attributes."""
-        return self.name + (f" (id={self.policy_id})" if self.policy_id else "")
+        shadow = " [shadow]" if self.shadow else ""
+        return self.name + (f" (id={self.policy_id})" if self.policy_id else "") + shadow
 
     def children(self) -> Sequence[tuple[str, Sequence[Policy]]]:
         """Nested statement lists (for `choose`), for printing the compiled chain."""
         return ()
+
+
+def record_shadow_rejection(ctx: RequestContext, policy: Policy, exc: GatewayError) -> None:
+    """What the policy would have done, for the access log and the operator's log."""
+    ctx.shadow_rejections.append(exc.reason)
+    log.info(
+        "shadow mode: %s would have rejected request %s with %d %s",
+        policy.name,
+        ctx.request_id,
+        exc.status_code,
+        exc.reason,
+    )
 
 
 async def run_statements(statements: Sequence[Policy], ctx: RequestContext) -> Response | None:
@@ -82,6 +103,9 @@ async def run_statements(statements: Sequence[Policy], ctx: RequestContext) -> R
         except GatewayError as exc:
             if exc.policy_id is None:
                 exc.policy_id = policy.policy_id
+            if policy.shadow:
+                record_shadow_rejection(ctx, policy, exc)
+                continue
             raise
         if result is not None:
             return result

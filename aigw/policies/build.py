@@ -94,6 +94,12 @@ class BuildContext:
             for err in exc.errors(include_url=False, include_input=False):
                 self.issues.add(f"{path}.{name}{format_loc(err['loc'])}", err["msg"])
             return None
+        if config.shadow and not cls.enforcing:
+            self.issues.add(
+                f"{path}.{name}.shadow",
+                f"shadow mode applies only to policies that reject requests, not to '{name}'",
+            )
+            return None
         saved = self.path
         self.path = f"{path}.{name}"
         try:

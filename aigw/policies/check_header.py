@@ -35,6 +35,7 @@ class CheckHeaderConfig(PolicyConfig):
 @register("check-header")
 class CheckHeader(Policy):
     config_model = CheckHeaderConfig
+    enforcing = True
     sections = frozenset({"inbound"})
 
     def __init__(self, config: object, build: BuildContext) -> None:

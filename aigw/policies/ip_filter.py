@@ -108,6 +108,7 @@ def _address_ranges(
 @register("ip-filter")
 class IpFilter(Policy):
     config_model = IpFilterConfig
+    enforcing = True
     sections = frozenset({"inbound"})
 
     def __init__(self, config: object, build: BuildContext) -> None:

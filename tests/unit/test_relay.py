@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from aigw.clock import ManualClock
 from aigw.context import RequestContext, Response
 from aigw.errors import BackendConnectionFailure, BackendTimeout
 from aigw.headers import Headers
@@ -131,3 +132,15 @@ async def test_a_failing_completion_hook_does_not_skip_the_others() -> None:
 
 async def _ok(response: Response) -> Response:
     return response
+
+
+async def test_request_times_come_from_the_injected_clock() -> None:
+    clock = ManualClock()
+    template = make_ctx()
+    ctx = RequestContext("rid", template.request, template.api, template.operation, clock)
+    assert ctx.timestamp == clock.now()
+    clock.advance(2.5)
+    await send_response(Sink(), streaming(b"a"), "rid", ctx)
+    assert ctx.first_byte_at == ctx.started + 2.5
+    clock.advance(1.0)
+    assert ctx.elapsed == 3.5
