@@ -16,9 +16,9 @@ import time
 from urllib.parse import quote, unquote
 
 from aigw.accesslog import AccessLog
-from aigw.asgi import Receive, Scope, Send
+from aigw.asgi import ConnectionSignals, Receive, Scope, Send
 from aigw.body import read_body
-from aigw.context import RequestContext, RequestView
+from aigw.context import RequestContext, RequestView, Response
 from aigw.errors import (
     BadRequest,
     ClientDisconnected,
@@ -125,8 +125,9 @@ class Gateway:
         request_id: str,
     ) -> tuple[RequestContext | None, int]:
         limits = runtime.config.gateway.limits
-        # The server protocol enforces the body deadline when it can (no timer per request).
-        signals = scope.get("extensions", {}).get("aigw.connection")
+        # Our server protocol signals lost connections and enforces the body deadline, so
+        # no task or timer per request is needed; on any other ASGI server both fall back.
+        signals: ConnectionSignals | None = scope.get("extensions", {}).get("aigw.connection")
         try:
             path = scope["path"]
             if has_dot_segment(path):
@@ -176,7 +177,7 @@ class Gateway:
                 response = error_response(exc)
                 await send_response(send, response, request_id)
                 return ctx, response.status_code
-        status = await self._run(runtime, target, ctx, scope, receive, send)
+        status = await self._run(runtime, target, ctx, signals, receive, send)
         return ctx, status
 
     async def _run(
@@ -184,7 +185,7 @@ class Gateway:
         runtime: Runtime,
         target: OperationTarget,
         ctx: RequestContext,
-        scope: Scope,
+        signals: ConnectionSignals | None,
         receive: Receive,
         send: Send,
     ) -> int:
@@ -203,7 +204,6 @@ class Gateway:
                 pass
             on_disconnect()
 
-        signals = scope.get("extensions", {}).get("aigw.connection")
         watcher = None
         if signals is not None:
             signals.on_disconnect(on_disconnect)
@@ -238,8 +238,6 @@ class Gateway:
             await complete(ctx)
 
     async def _probe(self, path: str, send: Send, request_id: str) -> None:
-        from aigw.context import Response
-
         if path == "/healthz":
             status, body = 200, {"status": "live"}
         elif self.holder.ready:

@@ -7,20 +7,33 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aigw.config.errors import ConfigError
 
+if TYPE_CHECKING:
+    from aigw.runtime import Runtime
 
-def _serve(args: argparse.Namespace) -> int:
+
+def _build(path: str) -> Runtime | None:
+    """Everything `validate` checks; prints the problems and returns None if there are any."""
     from aigw.config.loader import load_config
     from aigw.runtime import build_runtime
 
     try:
-        # Everything `validate` checks, so a bad config never starts (or crash-loops).
-        settings = build_runtime(load_config(args.config)).config.gateway
+        return build_runtime(load_config(path))
     except ConfigError as exc:
-        _print_issues(args.config, exc)
+        print(f"{path}: {len(exc.issues)} problem(s) found:", file=sys.stderr)
+        for issue in exc.issues:
+            print(f"  {issue}", file=sys.stderr)
+        return None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    runtime = _build(args.config)  # a bad config never starts (nor crash-loops workers)
+    if runtime is None:
         return 2
+    settings = runtime.config.gateway
     if args.pid_file:
         Path(args.pid_file).write_text(f"{os.getpid()}\n")
     host = args.host or settings.host
@@ -36,17 +49,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from aigw.config.loader import load_config
     from aigw.describe import describe_runtime
-    from aigw.runtime import build_runtime
-
-    try:
-        runtime = build_runtime(load_config(args.config))
-    except ConfigError as exc:
-        _print_issues(args.config, exc)
-        return 2
     from aigw.logs import redact
 
+    runtime = _build(args.config)
+    if runtime is None:
+        return 2
     print(redact(describe_runtime(runtime), runtime.loaded.secrets))
     return 0
 
@@ -59,29 +67,15 @@ def _reload(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             print(f"aigw reload: cannot read pid file {args.pid_file}: {exc}", file=sys.stderr)
             return 2
-    if args.config:
-        # Check first so the operator sees the errors here; the gateway checks again anyway.
-        rc = _validate_quietly(args.config)
-        if rc:
-            return rc
+    # Check first so the operator sees the errors here; the gateway checks again anyway.
+    if args.config and _build(args.config) is None:
+        return 2
     try:
         os.kill(pid, signal.SIGHUP)
     except OSError as exc:
         print(f"aigw reload: cannot signal process {pid}: {exc.strerror}", file=sys.stderr)
         return 1
     print(f"reload signalled to process {pid}")
-    return 0
-
-
-def _validate_quietly(path: str) -> int:
-    from aigw.config.loader import load_config
-    from aigw.runtime import build_runtime
-
-    try:
-        build_runtime(load_config(path))
-    except ConfigError as exc:
-        _print_issues(path, exc)
-        return 2
     return 0
 
 
@@ -100,12 +94,6 @@ def _demo_backend(args: argparse.Namespace) -> int:
     )
     uvicorn.run(create_demo_app(settings), host=args.host, port=args.port, log_level="warning")
     return 0
-
-
-def _print_issues(path: str, exc: ConfigError) -> None:
-    print(f"{path}: {len(exc.issues)} problem(s) found:", file=sys.stderr)
-    for issue in exc.issues:
-        print(f"  {issue}", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:

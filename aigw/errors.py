@@ -56,13 +56,6 @@ class OperationNotFound(GatewayError):
     source = "configuration"
 
 
-class MethodNotAllowed(GatewayError):
-    status_code = 405
-    reason = "MethodNotAllowed"
-    default_message = "Method not allowed"
-    source = "configuration"
-
-
 class BadRequest(GatewayError):
     status_code = 400
     reason = "BadRequest"
@@ -74,13 +67,6 @@ class PayloadTooLarge(GatewayError):
     status_code = 413
     reason = "PayloadTooLarge"
     default_message = "Request body is too large"
-    source = "request"
-
-
-class HeadersTooLarge(GatewayError):
-    status_code = 431
-    reason = "RequestHeaderFieldsTooLarge"
-    default_message = "Request header fields are too large"
     source = "request"
 
 
@@ -130,9 +116,3 @@ class ExpressionEvaluationFailure(GatewayError):
         # Expressions carry named values, secrets included: what went wrong is for the log
         # (`detail`, redacted there); the caller only learns that an expression failed.
         super().__init__(None, detail=detail, **kwargs)
-
-
-class ServiceUnavailable(GatewayError):
-    status_code = 503
-    reason = "ServiceUnavailable"
-    default_message = "Service unavailable"

@@ -31,13 +31,10 @@ class Headers:
         self._items: list[tuple[str, str]] = [(k.lower(), v) for k, v in items]
 
     @classmethod
-    def from_asgi(
-        cls, raw: Iterable[tuple[bytes, bytes]], skip: frozenset[str] = frozenset()
-    ) -> Headers:
-        """From raw byte pairs (ASGI scope, aiohttp's raw_headers), leaving out `skip` names."""
+    def from_asgi(cls, raw: Iterable[tuple[bytes, bytes]]) -> Headers:
+        """From raw byte pairs (an ASGI scope or message, aiohttp's raw_headers)."""
         headers = cls.__new__(cls)
-        items = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw]
-        headers._items = [item for item in items if item[0] not in skip] if skip else items
+        headers._items = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw]
         return headers
 
     def get(self, name: str, default: str | None = None) -> str | None:

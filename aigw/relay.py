@@ -45,24 +45,17 @@ def encode_headers(response: Response, request_id: str) -> list[tuple[bytes, byt
 async def send_response(
     send: Send, response: Response, request_id: str, ctx: RequestContext | None = None
 ) -> None:
+    observers: list[Any] = []
     if response.stream is None:
         if response.status_code in _NO_BODY:
             response.body = b""
             response.headers.delete("content-length")
         else:
             response.headers.set("content-length", str(len(response.body)))
-        await send(
-            {
-                "type": "http.response.start",
-                "status": response.status_code,
-                "headers": encode_headers(response, request_id),
-            }
-        )
-        await send({"type": "http.response.body", "body": response.body, "more_body": False})
-        return
-    observers = [p for p in ctx.observers if p.observes_chunks] if ctx is not None else []
-    if observers:
-        response.headers.delete("content-length")  # hooks may change the body's length
+    elif ctx is not None:
+        observers = [p for p in ctx.observers if p.observes_chunks]
+        if observers:
+            response.headers.delete("content-length")  # hooks may change the body's length
     await send(
         {
             "type": "http.response.start",
@@ -70,7 +63,10 @@ async def send_response(
             "headers": encode_headers(response, request_id),
         }
     )
-    await _stream_body(send, response, ctx, observers)
+    if response.stream is None:
+        await send({"type": "http.response.body", "body": response.body, "more_body": False})
+    else:
+        await _stream_body(send, response, ctx, observers)
 
 
 async def _stream_body(

@@ -26,8 +26,8 @@ class RuntimeHolder:
         self.draining = False
         self.started = False
         self._lock = asyncio.Lock()
-        self._retiring: set[asyncio.Task[None]] = set()
-        self._retired_pending: list[Runtime] = []
+        # Replaced runtimes waiting for their in-flight requests, with the task that waits.
+        self._retiring: dict[asyncio.Task[None], Runtime] = {}
 
     @property
     def ready(self) -> bool:
@@ -45,11 +45,10 @@ class RuntimeHolder:
         """At shutdown: in-flight requests are done (the server waited for them), so every
         runtime still retiring can be closed now."""
         self.draining = True
-        for task in list(self._retiring):
+        retiring, self._retiring = self._retiring, {}
+        for task, runtime in retiring.items():
             task.cancel()
-        for runtime in self._retired_pending:
             await runtime.close()
-        self._retired_pending.clear()
         await self.current.close()
 
     async def reload(self) -> bool:
@@ -83,15 +82,13 @@ class RuntimeHolder:
             set_log_secrets(runtime.loaded.secrets)
             old, self.current = self.current, runtime
             task = asyncio.create_task(self._retire(old))
-            self._retiring.add(task)
-            task.add_done_callback(self._retiring.discard)
+            self._retiring[task] = old
+            task.add_done_callback(lambda done: self._retiring.pop(done, None))
             log.info("config reloaded from %s", self.config_path)
             return True
 
     async def _retire(self, runtime: Runtime, poll: float = 0.05) -> None:
-        self._retired_pending.append(runtime)
         # in_flight is a bare counter so the hot path stays cheap; polling it here is fine.
         while runtime.in_flight > 0:  # noqa: ASYNC110
             await asyncio.sleep(poll)
-        self._retired_pending.remove(runtime)
         await runtime.close()

@@ -15,7 +15,7 @@ from urllib.parse import unquote
 
 from aigw.context import RequestContext, RequestView, Response
 from aigw.errors import BackendProtocolError, BackendTimeout
-from aigw.headers import HOP_BY_HOP, Headers
+from aigw.headers import Headers
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -57,7 +57,7 @@ class InProcessBackend:
             # Cancelled, timed out or no valid head: nobody will read the rest, stop the app.
             task.cancel()
             raise
-        headers = Headers.from_asgi(start.get("headers", []), skip=HOP_BY_HOP)
+        headers = Headers.from_asgi(start.get("headers", [])).without_hop_by_hop()
 
         async def release() -> None:
             # The client is gone or the body was read: an app still running has no reader.

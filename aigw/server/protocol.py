@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from aigw.asgi import ConnectionSignals
 from aigw.pipeline.errors import error_body
 
 _REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
@@ -40,24 +40,6 @@ class EdgeLimits:
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     send_timeout: float = 60.0
-
-
-class ConnectionSignals:
-    """Handed to the app as `scope["extensions"]["aigw.connection"]`."""
-
-    __slots__ = ("_callback", "body_timed_out")
-
-    def __init__(self) -> None:
-        self._callback: Callable[[], None] | None = None
-        self.body_timed_out = False
-
-    def on_disconnect(self, callback: Callable[[], None] | None) -> None:
-        self._callback = callback
-
-    def fire(self) -> None:
-        callback, self._callback = self._callback, None
-        if callback is not None:
-            callback()
 
 
 class _Rejected(Exception):

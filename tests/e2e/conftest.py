@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -51,3 +52,10 @@ def azure_client(gateway: Gateway) -> Iterator[openai.AzureOpenAI]:
 @pytest.fixture(scope="module")
 def echo_backend() -> Iterator[RecordingBackend]:
     yield from recording_backend("echo")
+
+
+@pytest.fixture(scope="module")
+def http(gateway: Gateway) -> Iterator[httpx.Client]:
+    """A plain HTTP client for the module's gateway."""
+    with httpx.Client(base_url=gateway.url, timeout=10) as client:
+        yield client

@@ -353,3 +353,12 @@ class ScriptedBackend:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def request_count(*backends: RecordingBackend) -> int:
+    """How many requests these recording backends have received so far."""
+    total = 0
+    for backend in backends:
+        with backend.recorder.lock:
+            total += len(backend.recorder.requests)
+    return total

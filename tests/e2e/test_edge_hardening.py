@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -32,6 +31,7 @@ from tests.e2e.helpers import (
     raw_connect,
     raw_exchange,
     raw_until_close,
+    request_count,
     wait_until,
 )
 from tests.support import REPO, DemoBackend, Gateway, free_port
@@ -67,17 +67,6 @@ def gateway_config(demo_backend: DemoBackend, echo_backend: RecordingBackend) ->
         },
     }
     return config
-
-
-@pytest.fixture(scope="module")
-def http(gateway: Gateway) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=gateway.url, timeout=10) as client:
-        yield client
-
-
-def calls(backend: RecordingBackend) -> int:
-    with backend.recorder.lock:
-        return len(backend.recorder.requests)
 
 
 def raw_get(port: int, target: str, *headers: str) -> RawResponse:
@@ -129,23 +118,23 @@ def test_a_connection_that_never_sends_a_byte_is_closed_after_the_header_timeout
 def test_dot_segments_are_400_and_never_reach_the_backend(
     gateway: Gateway, echo_backend: RecordingBackend, request_bytes: bytes
 ) -> None:
-    before = calls(echo_backend)
+    before = request_count(echo_backend)
     body = raw_json_error(raw_exchange(gateway.port, request_bytes, 0.5), 400)
     assert ".." in body["message"], body
-    assert calls(echo_backend) == before
+    assert request_count(echo_backend) == before
 
 
 def test_a_deployment_id_outside_azures_characters_is_404(
     http: httpx.Client, echo_backend: RecordingBackend
 ) -> None:
-    before = calls(echo_backend)
+    before = request_count(echo_backend)
     response = http.post(
         "/openai/deployments/%E2%82%AC/chat/completions",
         params={"api-version": AZURE_API_VERSION},
         json=CHAT_BODY,
     )
     assert_error(response, 404)
-    assert calls(echo_backend) == before
+    assert request_count(echo_backend) == before
 
 
 # --- the query string ---------------------------------------------------------------------
@@ -188,7 +177,7 @@ def test_chunked_trailers_never_become_request_headers(
         b"5\r\nhello\r\n6\r\n world\r\n"
         b"0\r\nx-trailer: evil\r\nx-request-id: forged\r\n\r\n"
     )
-    before = calls(echo_backend)
+    before = request_count(echo_backend)
     response = raw_exchange(gateway.port, request, 0.5)  # one write: head, body and trailers
     assert response.status == 200, response
     seen = json.loads(response.body)
@@ -196,19 +185,19 @@ def test_chunked_trailers_never_become_request_headers(
     assert "x-trailer" not in seen["headers"], seen["headers"]
     assert seen["headers"].get("x-request-id") != "forged"
     assert response.headers.get("x-request-id") not in (None, "forged")
-    assert calls(echo_backend) == before + 1
+    assert request_count(echo_backend) == before + 1
 
 
 def test_a_non_ascii_header_value_is_400_and_the_connection_closed(
     gateway: Gateway, echo_backend: RecordingBackend
 ) -> None:
-    before = calls(echo_backend)
+    before = request_count(echo_backend)
     request = b"GET /shop/items/1 HTTP/1.1\r\nHost: gw\r\nX-Name: caf\xe9\r\n\r\n"
     response = raw_exchange(gateway.port, request)
     body = raw_json_error(response, 400)
     assert body["message"] == "Header values must be ASCII text"
     assert response.closed
-    assert calls(echo_backend) == before
+    assert request_count(echo_backend) == before
 
 
 @pytest.mark.parametrize(
@@ -254,7 +243,7 @@ def test_every_response_has_exactly_one_date_header(http: httpx.Client) -> None:
 def test_return_response_204_has_no_content_length_and_no_body(
     gateway: Gateway, echo_backend: RecordingBackend
 ) -> None:
-    before = calls(echo_backend)
+    before = request_count(echo_backend)
     data = raw_until_close(
         gateway.port, b"GET /shop/empty HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"
     )
@@ -266,7 +255,7 @@ def test_return_response_204_has_no_content_length_and_no_body(
     assert "content-length" not in names, head
     assert "transfer-encoding" not in names, head
     assert body == b""
-    assert calls(echo_backend) == before
+    assert request_count(echo_backend) == before
 
 
 def test_a_malformed_request_target_is_a_json_400_without_a_traceback(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -44,12 +43,6 @@ def gateway_config(demo_backend: DemoBackend) -> dict[str, Any]:
     }
     config["apis"]["dead"] = {"type": "openai", "path": "dead", "backend": "nowhere"}
     return config
-
-
-@pytest.fixture(scope="module")
-def http(gateway: Gateway) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=gateway.url, timeout=10) as client:
-        yield client
 
 
 def post_raw_json(http: httpx.Client, body: bytes) -> httpx.Response:

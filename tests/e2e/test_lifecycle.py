@@ -37,12 +37,6 @@ def gateway_config(demo_backend: DemoBackend, echo_backend: RecordingBackend) ->
     return config
 
 
-@pytest.fixture(scope="module")
-def http(gateway: Gateway) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=gateway.url, timeout=10) as client:
-        yield client
-
-
 def versioned(demo_url: str, version: str) -> dict[str, Any]:
     """The typical config plus a response header that says which config served."""
     config = base_config(demo_url)

@@ -18,8 +18,9 @@ from tests.e2e.helpers import (
     RecordingBackend,
     assert_error,
     recording_backend,
+    request_count,
 )
-from tests.support import DemoBackend, Gateway
+from tests.support import DemoBackend
 
 TEAM_MESSAGE = "A known x-team header is required"
 TEAM_EXPRESSION = '@(context.Request.Headers.GetValueOrDefault("x-team", "none").ToLower())'
@@ -157,16 +158,6 @@ def gateway_config(
     }
 
 
-@pytest.fixture(scope="module")
-def http(gateway: Gateway) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=gateway.url, timeout=10) as client:
-        yield client
-
-
-def backend_calls(*backends: RecordingBackend) -> int:
-    return sum(len(backend.recorder.requests) for backend in backends)
-
-
 def test_request_edits_reach_the_backend_and_response_edits_the_client(
     http: httpx.Client,
 ) -> None:
@@ -189,7 +180,7 @@ def test_request_edits_reach_the_backend_and_response_edits_the_client(
 def test_choose_switches_the_backend_by_header(
     http: httpx.Client, echo_a: RecordingBackend, echo_b: RecordingBackend
 ) -> None:
-    before_a, before_b = backend_calls(echo_a), backend_calls(echo_b)
+    before_a, before_b = request_count(echo_a), request_count(echo_b)
     routed = http.get("/shop/items/7", headers={"x-team": "blue", "x-route": "b"})
     assert routed.status_code == 200, routed.text
     assert routed.json()["backend"] == "echo-b"
@@ -197,18 +188,18 @@ def test_choose_switches_the_backend_by_header(
     assert routed.headers["x-answered-by"] == "echo-b"
     default = http.get("/shop/items/7", headers={"x-team": "blue", "x-route": "a"})
     assert default.json()["backend"] == "echo-a"
-    assert (backend_calls(echo_a), backend_calls(echo_b)) == (before_a + 1, before_b + 1)
+    assert (request_count(echo_a), request_count(echo_b)) == (before_a + 1, before_b + 1)
 
 
 def test_return_response_short_circuits_on_a_condition(
     http: httpx.Client, echo_a: RecordingBackend, echo_b: RecordingBackend
 ) -> None:
-    before = backend_calls(echo_a, echo_b)
+    before = request_count(echo_a, echo_b)
     response = http.get("/shop/items/1", headers={"x-team": "red", "x-maintenance": "on"})
     assert response.status_code == 503
     assert response.headers["retry-after"] == "120"
     assert response.json() == {"statusCode": 503, "message": "Down for maintenance"}
-    assert backend_calls(echo_a, echo_b) == before
+    assert request_count(echo_a, echo_b) == before
 
 
 def test_rewrite_uri_sends_an_http_operation_to_the_backend_path(http: httpx.Client) -> None:
@@ -224,17 +215,17 @@ def test_rewrite_uri_sends_an_http_operation_to_the_backend_path(http: httpx.Cli
 def test_check_header_rejects_before_the_backend(
     http: httpx.Client, echo_a: RecordingBackend, echo_b: RecordingBackend, team: str | None
 ) -> None:
-    before = backend_calls(echo_a, echo_b)
+    before = request_count(echo_a, echo_b)
     headers = {"x-team": team} if team else {}
     response = http.get("/shop/items/1", headers=headers)
     assert_error(response, 401, TEAM_MESSAGE)
-    assert backend_calls(echo_a, echo_b) == before
+    assert request_count(echo_a, echo_b) == before
 
 
 def test_ip_filter_forbids_the_caller(
     http: httpx.Client, echo_a: RecordingBackend, echo_b: RecordingBackend
 ) -> None:
-    before = backend_calls(echo_a, echo_b)
+    before = request_count(echo_a, echo_b)
     response = http.post("/guarded/v1/chat/completions", json=CHAT_BODY)
     assert_error(response, 403)
-    assert backend_calls(echo_a, echo_b) == before
+    assert request_count(echo_a, echo_b) == before

@@ -32,6 +32,7 @@ from tests.e2e.helpers import (
     raw_connect,
     raw_exchange,
     read_raw_response,
+    request_count,
     wait_until,
 )
 from tests.support import DemoBackend, Gateway
@@ -111,17 +112,6 @@ def gateway_config(
     return config
 
 
-@pytest.fixture(scope="module")
-def http(gateway: Gateway) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=gateway.url, timeout=10) as client:
-        yield client
-
-
-def calls(backend: RecordingBackend) -> int:
-    with backend.recorder.lock:
-        return len(backend.recorder.requests)
-
-
 def stderr_from(gateway: Gateway, offset: int) -> str:
     return gateway.stderr()[offset:]
 
@@ -176,7 +166,7 @@ def seconds_until_eof(
 def test_a_failing_expression_is_a_generic_500_and_the_log_masks_the_secret(
     http: httpx.Client, gateway: Gateway, echo_backend: RecordingBackend
 ) -> None:
-    before, offset = calls(echo_backend), len(gateway.stderr())
+    before, offset = request_count(echo_backend), len(gateway.stderr())
     assert http.get("/shop/keyed", headers={"x-key": "k"}).status_code == 200  # control
 
     response = http.get("/shop/keyed")  # no x-key: the indexer fails at run time
@@ -187,7 +177,7 @@ def test_a_failing_expression_is_a_generic_500_and_the_log_masks_the_secret(
         b'{"statusCode": 500, "message": "Policy expression could not be evaluated"}'
     )
     assert SECRET not in response.text and "x-key" not in response.text
-    assert calls(echo_backend) == before + 1  # only the control request went through
+    assert request_count(echo_backend) == before + 1  # only the control request went through
     assert wait_until(lambda: "***" in stderr_from(gateway, offset), timeout=3), gateway.stderr()
     errors = stderr_from(gateway, offset)
     assert "x-key" in errors, errors  # the detail names the failing expression
@@ -318,7 +308,7 @@ def test_a_client_that_stops_reading_is_cut_and_the_backend_connection_freed(
 def test_a_model_with_dot_segments_cannot_steer_rewrite_uri(
     http: httpx.Client, echo_backend: RecordingBackend
 ) -> None:
-    before = calls(echo_backend)
+    before = request_count(echo_backend)
     good = http.post("/rw/v1/chat/completions", json=CHAT_BODY)  # control: the rewrite works
     assert good.status_code == 200, good.text
     assert good.json()["path"] == f"/v1/{MODEL}/x"
@@ -326,7 +316,7 @@ def test_a_model_with_dot_segments_cannot_steer_rewrite_uri(
     response = http.post("/rw/v1/chat/completions", json={**CHAT_BODY, "model": "../../admin"})
 
     assert_error(response, 400, "..")
-    assert calls(echo_backend) == before + 1
+    assert request_count(echo_backend) == before + 1
 
 
 @pytest.mark.parametrize(
@@ -354,13 +344,13 @@ def post_raw_json(port: int, path: str, body: bytes) -> RawResponse:
 def test_a_lone_surrogate_escape_in_a_json_body_is_400(
     gateway: Gateway, echo_backend: RecordingBackend
 ) -> None:
-    before = calls(echo_backend)
+    before = request_count(echo_backend)
     lone = post_raw_json(
         gateway.port, "/echo/v1/chat/completions", rb'{"model":"\ud800","messages":[]}'
     )
     body = raw_json_error(lone, 400)
     assert "surrogate" in body["message"], body
-    assert calls(echo_backend) == before
+    assert request_count(echo_backend) == before
 
     pair = rb'{"model":"\ud83d\ude00","messages":[]}'
     response = post_raw_json(gateway.port, "/echo/v1/chat/completions", pair)
@@ -371,7 +361,7 @@ def test_a_lone_surrogate_escape_in_a_json_body_is_400(
 def test_backslash_dot_segments_are_400_and_never_reach_the_backend(
     gateway: Gateway, echo_backend: RecordingBackend
 ) -> None:
-    before = calls(echo_backend)
+    before = request_count(echo_backend)
     request = b"GET /shop/items/..%5C..%5Cadmin HTTP/1.1\r\nHost: gw\r\n\r\n"
     raw_json_error(raw_exchange(gateway.port, request, 0.2), 400)
-    assert calls(echo_backend) == before
+    assert request_count(echo_backend) == before
