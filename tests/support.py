@@ -42,7 +42,9 @@ def wait_for(
 class Process:
     """A child process whose output goes to files, stopped with SIGTERM then SIGKILL."""
 
-    def __init__(self, args: list[str], workdir: Path, name: str) -> None:
+    def __init__(
+        self, args: list[str], workdir: Path, name: str, *, new_session: bool = False
+    ) -> None:
         self.stdout_path = workdir / f"{name}.out"
         self.stderr_path = workdir / f"{name}.err"
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -52,6 +54,8 @@ class Process:
             env=env,
             stdout=self.stdout_path.open("wb"),
             stderr=self.stderr_path.open("wb"),
+            # Its own process group, for tests that signal it as a terminal would.
+            start_new_session=new_session,
         )
 
     @property
@@ -91,7 +95,9 @@ class DemoBackend(Process):
 
 
 class Gateway(Process):
-    def __init__(self, workdir: Path, config: dict[str, Any], *extra: str) -> None:
+    def __init__(
+        self, workdir: Path, config: dict[str, Any], *extra: str, new_session: bool = False
+    ) -> None:
         self.port = free_port()
         self.config_path = workdir / f"gateway-{self.port}.yaml"
         self.write_config(config)
@@ -109,6 +115,7 @@ class Gateway(Process):
             ],
             workdir,
             f"gateway-{self.port}",
+            new_session=new_session,
         )
         self.url = f"http://127.0.0.1:{self.port}"
         wait_for(f"{self.url}/readyz", process=self.popen)

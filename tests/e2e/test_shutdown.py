@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,55 +20,24 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from tests.e2e.helpers import CHAT_BODY, base_config, wait_until
-from tests.support import REPO, DemoBackend, Gateway, free_port, wait_for
+from tests.support import DemoBackend, Gateway
 
 CHAT = "/v1/chat/completions"
 SLOW_STREAM = {"x-demo-chunk-delay-ms": "200", "x-demo-chunks": "10"}  # about 2 s
 
 
-class Supervised:
+class Supervised(Gateway):
     """`aigw serve --workers N` as the leader of its own process group."""
 
     def __init__(self, workdir: Path, config: dict[str, Any], workers: int = 2) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.config_path = workdir / "supervised.yaml"
-        self.write_config(config)
-        self.stderr_path = workdir / "supervised.err"
-        self.popen = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "aigw",
-                "serve",
-                "--config",
-                str(self.config_path),
-                "--port",
-                str(self.port),
-                "--workers",
-                str(workers),
-            ],
-            cwd=REPO,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-            stdout=(workdir / "supervised.out").open("wb"),
-            stderr=self.stderr_path.open("wb"),
-            start_new_session=True,
-        )
-        wait_for(f"{self.url}/readyz", process=self.popen)
+        super().__init__(workdir, config, "--workers", str(workers), new_session=True)
         # Every worker must be up before a signal (one still importing would die of it).
         started = wait_until(
             lambda: self.stderr().count("Application startup complete") >= workers, 15
         )
         assert started, self.stderr()
-
-    def write_config(self, config: dict[str, Any]) -> None:
-        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
 
     def worker_pids(self) -> list[int]:
         return [int(pid) for pid in re.findall(r"Started server process \[(\d+)\]", self.stderr())]
