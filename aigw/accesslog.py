@@ -43,6 +43,10 @@ class AccessLog:
             record["api"] = ctx.api.id
             record["operation"] = ctx.operation.id
             record["backend"] = ctx.backend_id
+            if ctx.subscription is not None:
+                record["subscription"] = ctx.subscription.id
+            if ctx.product is not None:
+                record["product"] = ctx.product.id
             if ctx.first_byte_at is not None:
                 record["ttfb_ms"] = round((ctx.first_byte_at - ctx.started) * 1000, 3)
             if ctx.last_error is not None:

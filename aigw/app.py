@@ -22,6 +22,7 @@ from aigw.context import RequestContext, RequestView, Response
 from aigw.errors import (
     BadRequest,
     ClientDisconnected,
+    DependencyUnavailable,
     GatewayError,
     OperationNotFound,
     PayloadTooLarge,
@@ -30,7 +31,7 @@ from aigw.errors import (
 )
 from aigw.headers import Headers
 from aigw.pipeline.errors import error_response
-from aigw.pipeline.executor import complete, execute
+from aigw.pipeline.executor import complete, execute, handle_error
 from aigw.relay import send_response
 from aigw.reload import RuntimeHolder
 from aigw.runtime import OperationTarget, Runtime
@@ -69,7 +70,12 @@ class Gateway:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                await self.holder.start()
+                try:
+                    await self.holder.start()
+                except DependencyUnavailable as exc:
+                    log.error("cannot start: %s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.holder.close()
@@ -211,8 +217,13 @@ class Gateway:
             watcher = asyncio.create_task(watch_disconnect())
         response = None
         try:
-            chain = target.chain_for(ctx.product.id if ctx.product else None)
-            response = await execute(chain, ctx, runtime.forward)
+            try:
+                target.gate.admit(ctx)
+            except GatewayError as exc:  # on-error of the API (no product context) shapes it
+                response = await handle_error(target.chain_for(None), ctx, exc)
+            else:
+                chain = target.chain_for(ctx.product.id if ctx.product else None)
+                response = await execute(chain, ctx, runtime.forward)
             try:
                 await send_response(send, response, ctx.request_id, ctx)
             except StreamAborted as aborted:

@@ -1,4 +1,4 @@
-"""The `aigw` command: serve, validate, reload, demo-backend."""
+"""The `aigw` command: serve, validate, reload, demo-backend, subscriptions."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aigw import cli_subscriptions
 from aigw.config.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers > 1:
         from aigw.server.supervisor import run_workers
 
-        return run_workers(args.config, host, port, args.workers)
+        return run_workers(args.config, host, port, args.workers, runtime.config.admin)
     from aigw.server.worker import run_worker
 
     run_worker(args.config, host, port)
@@ -129,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--retry-after", type=int, default=1, help="seconds, sent with 429s")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=_demo_backend)
+
+    cli_subscriptions.register(sub, _build)
     return parser
 
 

@@ -41,6 +41,8 @@ class OperationInfo:
 class ProductInfo:
     id: str
     name: str
+    state: str = "published"
+    subscription_required: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,20 @@ def _lines(policies: Sequence[Policy], indent: str) -> list[str]:
     return out
 
 
+def _access(target: OperationTarget) -> str:
+    gate = target.gate
+    if not gate.required:
+        text = "not required (keys are ignored)"
+    else:
+        text = (
+            f"required; key in header {gate.location.header!r}, "
+            f"else query parameter {gate.location.query!r}"
+        )
+    if gate.open_product is not None:
+        text += f"; calls without a key run in open product {gate.open_product.id!r}"
+    return text
+
+
 def describe_runtime(runtime: Runtime) -> str:
     config = runtime.config
     out = [
@@ -33,6 +47,7 @@ def describe_runtime(runtime: Runtime) -> str:
             f"api={route.api.id} operation={route.operation.id} "
             f"backend={target.default_backend or '-'}"
         )
+        out.append(f"  subscription: {_access(target)}")
         for product_id, chain in target.chains.items():
             if product_id is not None:
                 out.append(f"  in product {product_id} (requests in its context):")

@@ -18,6 +18,11 @@ class StreamAborted(Exception):
     ctx: Any = None  # the request's context, for the access log
 
 
+class DependencyUnavailable(Exception):
+    """A service the gateway needs (a database, an identity endpoint) cannot be used.
+    The message is safe to log: it names the service, never a secret."""
+
+
 class GatewayError(Exception):
     status_code: int = 500
     reason: str = "InternalError"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from aigw.config.errors import ConfigError
 from aigw.config.loader import load_config
+from aigw.errors import DependencyUnavailable
 from aigw.logs import set_log_secrets
 from aigw.runtime import Runtime, build_runtime
 
@@ -70,6 +71,11 @@ class RuntimeHolder:
                     "config reload failed; still serving the previous config",
                     extra={"issues": [str(issue) for issue in exc.issues]},
                 )
+                return False
+            except DependencyUnavailable as exc:
+                log.error("config reload failed; still serving the previous config: %s", exc)
+                if runtime is not None:
+                    await runtime.close()
                 return False
             except Exception:
                 log.exception("config reload failed; still serving the previous config")

@@ -7,7 +7,8 @@ runtime first and swap only when it is whole.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import aigw.policies.builtin  # noqa: F401 - registers the built-in policies
 from aigw.backends.base import Backend
@@ -17,12 +18,16 @@ from aigw.clock import SYSTEM_CLOCK, Clock
 from aigw.config.errors import IssueCollector
 from aigw.config.loader import LoadedConfig, check_references
 from aigw.config.model import ApiConfig, GatewayConfig, PolicySections
-from aigw.context import ApiInfo, OperationInfo, RequestContext, Response
+from aigw.context import ApiInfo, OperationInfo, ProductInfo, RequestContext, Response
 from aigw.errors import BadRequest, GatewayError
 from aigw.pipeline.chain import Chain, ScopeStatements, compose
 from aigw.policies.base import SECTIONS, Policy
 from aigw.policies.build import BuildContext
 from aigw.routing import Route, Router, compile_template
+from aigw.subscriptions.directory import SubscriptionDirectory
+from aigw.subscriptions.gate import KeyLocation, SubscriptionGate
+from aigw.subscriptions.service import ProductEntry, SubscriptionService
+from aigw.subscriptions.store import open_store
 from aigw.urlpath import encoded_has_dot_segment
 
 
@@ -32,6 +37,7 @@ class OperationTarget:
 
     chains: dict[str | None, Chain]  # by product id; None = no product context
     default_backend: str | None
+    gate: SubscriptionGate
 
     def chain_for(self, product_id: str | None) -> Chain:
         return self.chains.get(product_id) or self.chains[None]
@@ -43,7 +49,20 @@ class Services:
 
     backends: dict[str, Backend]
     gateway_id: str
+    subscriptions: SubscriptionDirectory
+    products: dict[str, ProductEntry] = field(default_factory=dict)
+    api_ids: frozenset[str] = frozenset()
     clock: Clock = SYSTEM_CLOCK
+
+    def subscription_service(self) -> SubscriptionService:
+        """Changes made through it are enforced by this process at once."""
+        return SubscriptionService(
+            self.subscriptions.store,
+            self.products,
+            self.api_ids,
+            self.clock,
+            on_change=lambda changed: self.subscriptions.index.apply([changed]),
+        )
 
 
 @dataclass
@@ -58,12 +77,14 @@ class Runtime:
         return self.loaded.config
 
     async def start(self) -> None:
+        await self.services.subscriptions.start()
         for backend in self.services.backends.values():
             await backend.start()
 
     async def close(self) -> None:
         for backend in self.services.backends.values():
             await backend.close()
+        await self.services.subscriptions.close()
 
     async def forward(self, ctx: RequestContext) -> Response:
         """The terminal step: send the request to the chosen backend."""
@@ -111,10 +132,69 @@ def _operation_specs(api_id: str, api: ApiConfig, issues: IssueCollector) -> lis
     return list(BUILTIN_OPERATIONS[api.type])
 
 
+def _product_entries(config: GatewayConfig) -> dict[str, ProductEntry]:
+    return {
+        pid: ProductEntry(
+            pid,
+            product.display_name or pid,
+            product.description,
+            product.state,
+            product.subscription_required,
+            tuple(product.apis),
+        )
+        for pid, product in config.products.items()
+    }
+
+
+def _gate(
+    api_id: str, api: ApiConfig, products: dict[str, ProductEntry], directory: SubscriptionDirectory
+) -> SubscriptionGate:
+    containing = {
+        pid: ProductInfo(pid, p.display_name, p.state, p.subscription_required)
+        for pid, p in products.items()
+        if api_id in p.apis
+    }
+    open_product = next(
+        (
+            info
+            for info in containing.values()
+            if not info.subscription_required and info.state == "published"
+        ),
+        None,
+    )
+    names = api.subscription_key_parameter_names
+    return SubscriptionGate(
+        api_id=api_id,
+        api_path=api.path,
+        required=api.subscription_required,
+        location=KeyLocation(names.header, names.query),
+        open_product=open_product,
+        products=containing,
+        index=directory.index,
+    )
+
+
+def _check_admin(loaded: LoadedConfig, issues: IssueCollector) -> None:
+    token = loaded.config.admin.token
+    if token is None:
+        return
+    if token not in loaded.secrets:
+        issues.add("admin.token", "must come from a secret named value, e.g. '{{admin-token}}'")
+    elif len(token) < 16:
+        issues.add("admin.token", "must be at least 16 characters long")
+
+
 def build_runtime(loaded: LoadedConfig) -> Runtime:
     config = loaded.config
     issues = IssueCollector()
     check_references(config, issues)
+    _check_admin(loaded, issues)
+    products = _product_entries(config)
+    # A relative SQLite path is next to the config file (or the working directory).
+    base_dir = Path.cwd() if loaded.source == "<string>" else Path(loaded.source).parent
+    directory = SubscriptionDirectory(
+        open_store(config.store.url, base_dir), config.store.refresh_interval
+    )
     build = BuildContext(issues=issues, backend_ids=frozenset(config.backends))
     global_scope = _scope(build, config.policies, "policies")
     product_scopes = {
@@ -125,7 +205,8 @@ def build_runtime(loaded: LoadedConfig) -> Runtime:
     for api_id, api in config.apis.items():
         api_scope = _scope(build, api.policies, f"apis.{api_id}.policies")
         api_info = ApiInfo(api_id, api.display_name or api_id, api.path, api.type)
-        products = [pid for pid, p in config.products.items() if api_id in p.apis]
+        products_of_api = [pid for pid, p in config.products.items() if api_id in p.apis]
+        gate = _gate(api_id, api, products, directory)
         op_scopes: dict[str, ScopeStatements] = {}
         for spec in _operation_specs(api_id, api, issues):
             op_config = api.operations.get(spec.id)
@@ -140,7 +221,7 @@ def build_runtime(loaded: LoadedConfig) -> Runtime:
             chains: dict[str | None, Chain] = {
                 None: compose([global_scope, api_scope, op_scopes[spec.id]])
             }
-            for pid in products:
+            for pid in products_of_api:
                 chains[pid] = compose(
                     [global_scope, product_scopes[pid], api_scope, op_scopes[spec.id]]
                 )
@@ -160,10 +241,16 @@ def build_runtime(loaded: LoadedConfig) -> Runtime:
                     pattern=pattern,
                     param_names=params,
                     json_body=spec.json_body,
-                    target=OperationTarget(chains, api.backend),
+                    target=OperationTarget(chains, api.backend, gate),
                 )
             )
     issues.raise_if_any(loaded.secrets)
     backends = {bid: build_backend(bid, b) for bid, b in config.backends.items()}
-    services = Services(backends=backends, gateway_id=config.gateway.gateway_id)
+    services = Services(
+        backends=backends,
+        gateway_id=config.gateway.gateway_id,
+        subscriptions=directory,
+        products=products,
+        api_ids=frozenset(config.apis),
+    )
     return Runtime(loaded=loaded, router=Router(routes), services=services)

@@ -15,8 +15,16 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
-ALL_TARGETS = ("direct", "ref-aiohttp", "ref-granian", "aigw-bare", "aigw-policies", "litellm")
-DEFAULT_TARGETS = ALL_TARGETS[:5]
+ALL_TARGETS = (
+    "direct",
+    "ref-aiohttp",
+    "ref-granian",
+    "aigw-bare",
+    "aigw-subscriptions",
+    "aigw-policies",
+    "litellm",
+)
+DEFAULT_TARGETS = ALL_TARGETS[:-1]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -43,15 +43,20 @@ class Process:
     """A child process whose output goes to files, stopped with SIGTERM then SIGKILL."""
 
     def __init__(
-        self, args: list[str], workdir: Path, name: str, *, new_session: bool = False
+        self,
+        args: list[str],
+        workdir: Path,
+        name: str,
+        *,
+        new_session: bool = False,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.stdout_path = workdir / f"{name}.out"
         self.stderr_path = workdir / f"{name}.err"
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.popen = subprocess.Popen(
             args,
             cwd=REPO,
-            env=env,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             stdout=self.stdout_path.open("wb"),
             stderr=self.stderr_path.open("wb"),
             # Its own process group, for tests that signal it as a terminal would.
@@ -96,7 +101,12 @@ class DemoBackend(Process):
 
 class Gateway(Process):
     def __init__(
-        self, workdir: Path, config: dict[str, Any], *extra: str, new_session: bool = False
+        self,
+        workdir: Path,
+        config: dict[str, Any],
+        *extra: str,
+        new_session: bool = False,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.port = free_port()
         self.config_path = workdir / f"gateway-{self.port}.yaml"
@@ -116,6 +126,7 @@ class Gateway(Process):
             workdir,
             f"gateway-{self.port}",
             new_session=new_session,
+            env=env,
         )
         self.url = f"http://127.0.0.1:{self.port}"
         wait_for(f"{self.url}/readyz", process=self.popen)

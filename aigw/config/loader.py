@@ -198,7 +198,16 @@ def check_references(config: GatewayConfig, issues: IssueCollector) -> None:
                 f"path '{api.path}' is already used by api '{prefixes[key]}'",
             )
         prefixes.setdefault(key, api_id)
+    open_products: dict[str, str] = {}
     for product_id, product in config.products.items():
         for index, api_id in enumerate(product.apis):
             if api_id not in config.apis:
                 issues.add(f"products.{product_id}.apis[{index}]", f"api '{api_id}' is not defined")
+            elif not product.subscription_required:
+                if api_id in open_products:
+                    issues.add(
+                        f"products.{product_id}.apis[{index}]",
+                        f"api '{api_id}' is already in open product '{open_products[api_id]}'; "
+                        "an API can belong to at most one open product",
+                    )
+                open_products.setdefault(api_id, product_id)

@@ -132,11 +132,24 @@ class OperationConfig(Strict):
     policies: PolicySections = PolicySections()
 
 
+HeaderName = Annotated[str, Field(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", max_length=100)]
+QueryName = Annotated[str, Field(pattern=r"^[A-Za-z0-9._~-]+$", max_length=100)]
+
+
+class SubscriptionKeyNames(Strict):
+    """APIM's `subscriptionKeyParameterNames`. `Authorization` means `Bearer <key>`."""
+
+    header: HeaderName = "Ocp-Apim-Subscription-Key"
+    query: QueryName = "subscription-key"
+
+
 class ApiConfig(Strict):
     display_name: str | None = None
     type: Literal["azure-openai", "openai", "http"]
     path: str = ""
     backend: str | None = None
+    subscription_required: bool = True
+    subscription_key_parameter_names: SubscriptionKeyNames = SubscriptionKeyNames()
     operations: dict[Identifier, OperationConfig] = {}
     policies: PolicySections = PolicySections()
 
@@ -152,12 +165,40 @@ class ApiConfig(Strict):
 class ProductConfig(Strict):
     display_name: str | None = None
     description: str | None = None
+    state: Literal["published", "not-published"] = "published"
+    # False makes an open product: calls without a key run in its context.
+    subscription_required: bool = True
     apis: list[str] = []
     policies: PolicySections = PolicySections()
 
 
+class StoreConfig(Strict):
+    """Where subscriptions live: `sqlite:PATH` (relative to the config file) or
+    `postgresql://user@host:port/db` (shared by replicas)."""
+
+    url: str = "sqlite:aigw.db"
+    # How often each process picks up changes made through other processes or replicas.
+    refresh_interval: Annotated[float, Field(gt=0, le=60)] = 1.0
+
+    @model_validator(mode="after")
+    def _known_scheme(self) -> StoreConfig:
+        if not self.url.startswith(("sqlite:", "postgresql://", "postgres://")):
+            raise ValueError("'url' must start with 'sqlite:' or 'postgresql://'")
+        return self
+
+
+class AdminConfig(Strict):
+    """The admin API's own listener; it runs only when `token` is set (from a secret)."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 9080
+    token: str | None = None
+
+
 class GatewayConfig(Strict):
     gateway: GatewaySettings = GatewaySettings()
+    store: StoreConfig = StoreConfig()
+    admin: AdminConfig = AdminConfig()
     named_values: dict[Identifier, NamedValueConfig] = {}
     backends: dict[Identifier, BackendConfig] = {}
     policies: PolicySections = PolicySections()

@@ -8,8 +8,8 @@ APIM names map onto `aigw.context.RequestContext` as follows (our additions are 
     context.Response  .StatusCode .Headers                                  (null before a response)
     context.Api       .Id .Name .Path .Type
     context.Operation .Id .Name .Method .UrlTemplate
-    context.Product   .Id .Name                                             (each of these
-    context.Subscription .Id .Name .Key                                      four may be null)
+    context.Product   .Id .Name .State .SubscriptionRequired                (each of these
+    context.Subscription .Id .Name .Key  (no PrimaryKey/SecondaryKey)        four may be null)
     context.User      .Id .Email .FirstName .LastName
     context.LastError .Source .Reason .Message .Section .Scope .PolicyId
     context.Deployment .DeploymentId* .Model*   (the routed deployment and model; APIM's
@@ -197,6 +197,10 @@ def _no_body(owner: str) -> str:
     )
 
 
+_KEYS_HIDDEN = (
+    "context.Subscription.PrimaryKey and .SecondaryKey are not available: keys are stored "
+    "only as hashes; use context.Subscription.Key for the key of this request"
+)
 REQUEST = _record(
     "context.Request",
     {
@@ -245,10 +249,24 @@ CONTEXT = _record(
                 _strings(Id="id", Name="name", Method="method", UrlTemplate="url_template"),
             ),
         ),
-        "Product": ("product", _record("context.Product", _strings(Id="id", Name="name"))),
+        "Product": (
+            "product",
+            _record(
+                "context.Product",
+                {
+                    **_strings(Id="id", Name="name", State="state"),
+                    "SubscriptionRequired": ("subscription_required", BOOL),
+                },
+            ),
+        ),
         "Subscription": (
             "subscription",
-            _record("context.Subscription", _strings(Id="id", Name="name", Key="key")),
+            _record(
+                "context.Subscription",
+                _strings(Id="id", Name="name", Key="key"),
+                PrimaryKey=_KEYS_HIDDEN,
+                SecondaryKey=_KEYS_HIDDEN,
+            ),
         ),
         "User": (
             "user",

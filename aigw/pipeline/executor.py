@@ -24,10 +24,10 @@ async def execute(chain: Chain, ctx: RequestContext, terminal: Terminal) -> Resp
     try:
         return await _run_sections(chain, ctx, terminal)
     except GatewayError as exc:
-        return await _on_error(chain, ctx, exc)
+        return await handle_error(chain, ctx, exc)
     except Exception:  # a bug, not a caller's fault: log it, show nothing internal
         log.exception("unhandled error in section %s (request %s)", ctx.section, ctx.request_id)
-        return await _on_error(chain, ctx, GatewayError(source=ctx.section))
+        return await handle_error(chain, ctx, GatewayError(source=ctx.section))
 
 
 async def _run_sections(chain: Chain, ctx: RequestContext, terminal: Terminal) -> Response:
@@ -48,7 +48,8 @@ async def _run_sections(chain: Chain, ctx: RequestContext, terminal: Terminal) -
     return ctx.response
 
 
-async def _on_error(chain: Chain, ctx: RequestContext, exc: GatewayError) -> Response:
+async def handle_error(chain: Chain, ctx: RequestContext, exc: GatewayError) -> Response:
+    """Record `exc` as LastError and run the chain's on-error section on it."""
     section = ctx.section
     ctx.last_error = LastError.from_error(exc, section)
     if exc.detail:

@@ -12,11 +12,11 @@ import logging
 import multiprocessing
 import os
 import signal
-import socket
 import time
 from multiprocessing.process import BaseProcess
 
-from aigw.server.worker import run_worker
+from aigw.config.model import AdminConfig
+from aigw.server.worker import bind_socket, run_worker
 
 log = logging.getLogger("aigw.server")
 
@@ -24,20 +24,14 @@ QUICK_DEATH_SECONDS = 10.0
 MAX_QUICK_DEATHS = 5
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(4096)
-    sock.set_inheritable(True)
-    return sock
-
-
 class Supervisor:
-    def __init__(self, config_path: str, host: str, port: int, workers: int) -> None:
+    def __init__(
+        self, config_path: str, host: str, port: int, workers: int, admin: AdminConfig
+    ) -> None:
         self.config_path, self.host, self.port, self.workers = config_path, host, port, workers
         self.sock = bind_socket(host, port)
+        # The admin API is shared by the workers like the gateway listener.
+        self.admin_sock = bind_socket(admin.host, admin.port) if admin.token else None
         self.context = multiprocessing.get_context("spawn")
         self.signals: list[int] = []
         self.stopping = False
@@ -45,7 +39,8 @@ class Supervisor:
 
     def start_worker(self) -> tuple[BaseProcess, float]:
         process = self.context.Process(
-            target=run_worker, args=(self.config_path, self.host, self.port, self.sock)
+            target=run_worker,
+            args=(self.config_path, self.host, self.port, self.sock, self.admin_sock),
         )
         process.start()
         return process, time.monotonic()
@@ -77,6 +72,8 @@ class Supervisor:
             processes = alive
             time.sleep(0.1)
         self.sock.close()
+        if self.admin_sock is not None:
+            self.admin_sock.close()
         return exit_code
 
     def _note_death(self, process: BaseProcess, started: float) -> bool:
@@ -105,5 +102,10 @@ class Supervisor:
                 os.kill(process.pid, sig)
 
 
-def run_workers(config_path: str, host: str, port: int, workers: int) -> int:
-    return Supervisor(config_path, host, port, workers).run()
+def run_workers(config_path: str, host: str, port: int, workers: int, admin: AdminConfig) -> int:
+    try:
+        supervisor = Supervisor(config_path, host, port, workers, admin)
+    except OSError as exc:  # a port in use, an address not on this host
+        log.error("cannot listen: %s", exc)
+        return 1
+    return supervisor.run()

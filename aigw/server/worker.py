@@ -2,6 +2,7 @@
 
 SIGTERM/SIGINT: readiness fails at once, then uvicorn stops accepting and lets in-flight
 requests and streams finish within the grace period. SIGHUP: transactional config reload.
+The admin API, when configured, runs in the same event loop on its own socket.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from types import FrameType
 
 import uvicorn
 
+from aigw.admin import AdminServer
 from aigw.app import Gateway
 from aigw.config.loader import load_config
 from aigw.logs import configure_logging
@@ -29,11 +31,17 @@ log = logging.getLogger("aigw.server")
 
 class GatewayServer(uvicorn.Server):
     def __init__(
-        self, config: uvicorn.Config, holder: RuntimeHolder, drain_delay: float, supervised: bool
+        self,
+        config: uvicorn.Config,
+        holder: RuntimeHolder,
+        drain_delay: float,
+        supervised: bool,
+        admin: AdminServer | None = None,
     ) -> None:
         super().__init__(config)
         self.holder = holder
         self.drain_delay = drain_delay
+        self.admin = admin
         # Under the supervisor, Ctrl-C reaches the whole process group; the supervisor turns
         # it into one SIGTERM per worker, so a worker ignores SIGINT (a second one would
         # make uvicorn skip the grace period).
@@ -73,6 +81,43 @@ class GatewayServer(uvicorn.Server):
         self.holder.draining = True
         super().handle_exit(sig, frame)
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)  # the runtime (and its subscription store) first
+        if self.admin is not None and not self.should_exit:
+            await self.admin.start()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.admin is not None:
+            await self.admin.close()
+        await super().shutdown(sockets)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(4096)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _admin_server(
+    holder: RuntimeHolder, supervised: bool, admin_sock: socket.socket | None
+) -> AdminServer | None:
+    """The admin API if configured. Under the supervisor the parent binds its socket for
+    every worker; alone, the worker binds it now so a taken port stops the start cleanly."""
+    admin = holder.current.config.admin
+    if admin_sock is None:
+        if supervised or admin.token is None:
+            return None
+        try:
+            admin_sock = bind_socket(admin.host, admin.port)
+        except OSError as exc:
+            log.error("cannot listen for the admin API on %s:%d: %s", admin.host, admin.port, exc)
+            raise SystemExit(1) from None
+    return AdminServer(holder, admin.host, admin.port, admin_sock)
+
 
 def build_server(
     config_path: str,
@@ -80,6 +125,7 @@ def build_server(
     port: int | None,
     sock: socket.socket | None = None,
     supervised: bool = False,
+    admin_sock: socket.socket | None = None,
 ) -> GatewayServer:
     loaded = load_config(config_path)
     runtime = build_runtime(loaded)
@@ -112,7 +158,8 @@ def build_server(
         timeout_graceful_shutdown=settings.shutdown_grace_period,  # type: ignore[arg-type]
         backlog=4096,
     )
-    return GatewayServer(uv_config, holder, settings.drain_delay, supervised)
+    admin = _admin_server(holder, supervised, admin_sock)
+    return GatewayServer(uv_config, holder, settings.drain_delay, supervised, admin)
 
 
 def tune_garbage_collector() -> None:
@@ -126,13 +173,17 @@ def tune_garbage_collector() -> None:
 
 
 def run_worker(
-    config_path: str, host: str | None, port: int | None, sock: socket.socket | None = None
+    config_path: str,
+    host: str | None,
+    port: int | None,
+    sock: socket.socket | None = None,
+    admin_sock: socket.socket | None = None,
 ) -> None:
     # A reload signal during start-up must not kill the worker; it reads the file anyway.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     supervised = sock is not None
     if supervised:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    server = build_server(config_path, host, port, sock, supervised)
+    server = build_server(config_path, host, port, sock, supervised, admin_sock)
     tune_garbage_collector()
     server.run(sockets=[sock] if sock is not None else None)

@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 REFERENCES = ("ref-aiohttp", "ref-granian")
-GATEWAYS = ("aigw-bare", "aigw-policies")
+BARE, SUBSCRIPTIONS = "aigw-bare", "aigw-subscriptions"
+GATEWAYS = (BARE, SUBSCRIPTIONS, "aigw-policies")
 Results = Mapping[str, Any]
 
 
@@ -74,6 +75,23 @@ def _relative_checks(scenario: Results, label: str, gateway: str) -> list[Check]
     return checks
 
 
+def _subscription_check(scenario: Results, label: str) -> Check:
+    """What the key lookup costs: the same gateway and chain as aigw-bare, plus the check."""
+    suffix = "" if label == "json" else f" ({label})"
+    bare = _run_value(scenario.get(BARE), "c1", "p50_ms")
+    keyed = _run_value(scenario.get(SUBSCRIPTIONS), "c1", "p50_ms")
+    added = round(keyed - bare, 3) if bare is not None and keyed is not None else None
+    return Check(
+        f"subscription check: added p50 c=1 over aigw-bare{suffix}",
+        "< 0.1 ms",
+        SUBSCRIPTIONS,
+        added,
+        "ms",
+        None if added is None else added < 0.1,
+        f"{BARE} p50 {bare:.3f} ms" if bare is not None else f"no {BARE} result",
+    )
+
+
 def _process_checks(result: Results | None, gateway: str) -> list[Check]:
     result = result or {}
     rss = (result.get("rss_after_c16") or {}).get("largest_mb")
@@ -109,6 +127,8 @@ def compute_checks(scenarios: Results) -> list[Check]:
         for label, scenario in scenarios.items():
             if gateway in scenario:
                 checks += _relative_checks(scenario, label, gateway)
+            if gateway == SUBSCRIPTIONS and gateway in scenario:
+                checks.append(_subscription_check(scenario, label))
         if gateway in scenarios.get("json", {}):
             checks += _process_checks(scenarios["json"][gateway], gateway)
     return checks

@@ -23,6 +23,7 @@ from harness.markdown import render
 from harness.probe import preflight, time_to_first_byte
 from harness.processes import LOOPBACK, NotReadyError, ProcessRegistry, rss_tree
 from harness.report import checks_json, compute_checks
+from harness.seeding import SeedError
 from harness.targets import TARGETS, LaunchContext, RunningTarget, TargetSpec, launch
 from harness.tools import Tools, ensure_tools, tool_versions
 from harness.wrk import WrkError, run_soak, run_wrk
@@ -53,8 +54,8 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _wrk_headers(spec: TargetSpec) -> list[str]:
-    return [f"{key}: {value}" for key, value in spec.headers]
+def _wrk_headers(target: RunningTarget) -> list[str]:
+    return [f"{key}: {value}" for key, value in target.headers]
 
 
 def _soak(settings: Settings, tools: Tools, url: str, target: RunningTarget) -> dict[str, Any]:
@@ -69,7 +70,7 @@ def _soak(settings: Settings, tools: Tools, url: str, target: RunningTarget) -> 
         settings.soak,
         settings.soak_chunk,
         sample,
-        _wrk_headers(target.spec),
+        _wrk_headers(target),
         max_chunks,
     )
     end = rss_tree(pid).total_mb
@@ -96,15 +97,20 @@ def measure(
 ) -> dict[str, Any]:
     """Preflight, warm up, c=1 and c=16 runs, RSS before/after, TTFB (stream), soak (aigw)."""
     spec, child = target.spec, target.child
-    extra = dict(spec.headers)
+    extra = dict(target.headers)
     problem = preflight(target.port, scenario.stream, extra)
     if problem:
         return {"status": f"failed: {problem}", "ready_ms": target.ready_ms}
     result: dict[str, Any] = {"status": "ok", "ready_ms": target.ready_ms}
+    if target.seeded:  # the key itself stays out of the results
+        result["seeded"] = {
+            "subscriptions": target.seeded.subscriptions,
+            "seconds": target.seeded.seconds,
+        }
     if child:
         result["rss_idle"] = asdict(rss_tree(child.pid))
     url = f"http://{LOOPBACK}:{target.port}{CHAT_PATH}"
-    headers = _wrk_headers(spec)
+    headers = _wrk_headers(target)
     if settings.warmup > 0:
         run_wrk(tools.wrk, url, 16, settings.warmup, scenario.stream, headers)
     result["runs"] = {
@@ -134,7 +140,7 @@ def bench_target(
         target = launch(ctx, spec, upstream, scenario.name)
     except TargetSkippedError as err:
         return {"status": f"skipped: {err}"}
-    except (NotReadyError, OSError, ValueError) as err:
+    except (NotReadyError, SeedError, OSError, ValueError) as err:
         return {"status": f"failed: {err}"}
     try:
         return measure(settings, tools, target, scenario)
@@ -153,6 +159,8 @@ def summary_line(result: Mapping[str, Any]) -> str:
     ]
     if result.get("ready_ms") is not None:
         parts.append(f"ready {result['ready_ms']:.0f} ms")
+    if seeded := result.get("seeded"):
+        parts.append(f"seeded {seeded['subscriptions']:,} subscriptions in {seeded['seconds']} s")
     if soak := result.get("soak"):
         parts.append(f"soak {soak['requests']:,} req, RSS +{soak['growth_mb']} MB")
     return " | ".join([*parts, result.get("status", "")])

@@ -17,6 +17,7 @@ from harness.litellm_target import (
     write_litellm_config,
 )
 from harness.processes import LOOPBACK, Child, NotReadyError, ProcessRegistry, free_port, wait_ready
+from harness.seeding import SeededStore, seed_store
 
 BENCH_DIR = Path(__file__).resolve().parent.parent
 TargetKind = Literal["direct", "reference", "aigw", "litellm"]
@@ -32,6 +33,7 @@ class TargetSpec:
     health_path: str = "/healthz"
     headers: tuple[tuple[str, str], ...] = ()
     soak: bool = False  # aigw targets get the long RSS-growth run
+    subscriptions: int = 0  # aigw: seed the config's store with this many before starting
 
 
 TARGETS: Mapping[str, TargetSpec] = {
@@ -52,6 +54,14 @@ TARGETS: Mapping[str, TargetSpec] = {
         ),
         TargetSpec("aigw-bare", "aigw", "aigw, no policies", "configs/bare.yaml", soak=True),
         TargetSpec(
+            "aigw-subscriptions",
+            "aigw",
+            "aigw, no policies, subscription key checked against 10,000 subscriptions",
+            "configs/subscriptions.yaml",
+            soak=True,
+            subscriptions=10_000,
+        ),
+        TargetSpec(
             "aigw-policies", "aigw", "aigw, all core policies", "configs/policies.yaml", soak=True
         ),
         TargetSpec(
@@ -64,7 +74,14 @@ TARGETS: Mapping[str, TargetSpec] = {
         ),
     )
 }
-DEFAULT_TARGETS = ("direct", "ref-aiohttp", "ref-granian", "aigw-bare", "aigw-policies")
+DEFAULT_TARGETS = (
+    "direct",
+    "ref-aiohttp",
+    "ref-granian",
+    "aigw-bare",
+    "aigw-subscriptions",
+    "aigw-policies",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +99,14 @@ class RunningTarget:
     port: int
     child: Child | None  # None for `direct`: nginx is the backend itself
     ready_ms: float | None
+    # What every request sends: the spec's static headers plus a seeded subscription key.
+    headers: tuple[tuple[str, str], ...] = ()
+    seeded: SeededStore | None = None
+
+
+def _aigw_config(ctx: LaunchContext, spec: TargetSpec, tag: str) -> Path:
+    # A folder per launch: a relative SQLite store lands next to the config, fresh each time.
+    return ctx.workdir / f"{spec.name}-{tag}" / "gateway.yaml"
 
 
 def _command(
@@ -98,7 +123,7 @@ def _command(
             upstream,
         ], BENCH_DIR
     if spec.kind == "aigw":
-        config = ctx.workdir / f"{spec.name}-{tag}.yaml"
+        config = _aigw_config(ctx, spec, tag)
         write_gateway_config(BENCH_DIR / spec.source, config, upstream, port)
         argv = [
             ctx.python,
@@ -123,14 +148,19 @@ def _command(
 
 
 def launch(ctx: LaunchContext, spec: TargetSpec, upstream: str, tag: str) -> RunningTarget:
-    """Start the target and wait for its health endpoint; raises NotReadyError with the reason."""
+    """Seed its store if it has one, start it and wait for its health endpoint; raises
+    SeedError or NotReadyError with the reason."""
     if spec.kind == "direct":
         port = urlsplit(upstream).port
         if port is None:
             raise ValueError(f"upstream without a port: {upstream}")
-        return RunningTarget(spec=spec, port=port, child=None, ready_ms=None)
+        return RunningTarget(spec, port, child=None, ready_ms=None, headers=spec.headers)
     port = free_port()
     argv, cwd = _command(ctx, spec, upstream, port, tag)
+    seeded = None
+    if spec.subscriptions:
+        config = _aigw_config(ctx, spec, tag)
+        seeded = seed_store(ctx.python, config, spec.subscriptions, ctx.repo)
     env = litellm_env() if spec.kind == "litellm" else None
     child = ctx.registry.start(f"{spec.name}-{tag}", argv, env=env, cwd=cwd)
     try:
@@ -140,4 +170,5 @@ def launch(ctx: LaunchContext, spec: TargetSpec, upstream: str, tag: str) -> Run
     except NotReadyError:
         ctx.registry.stop(child)
         raise
-    return RunningTarget(spec=spec, port=port, child=child, ready_ms=round(ready_ms, 1))
+    headers = spec.headers + ((seeded.header,) if seeded else ())
+    return RunningTarget(spec, port, child, round(ready_ms, 1), headers, seeded)

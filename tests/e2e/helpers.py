@@ -27,8 +27,18 @@ def base_config(demo_url: str, **limits: Any) -> dict[str, Any]:
         "gateway": {"host": "127.0.0.1", "limits": {"max-body-size": 1024, **limits}},
         "backends": {"demo": {"url": demo_url, "timeouts": {"connect": 2, "read": 2}}},
         "apis": {
-            "openai": {"type": "openai", "path": "", "backend": "demo"},
-            "azure": {"type": "azure-openai", "path": "openai", "backend": "demo"},
+            "openai": {
+                "type": "openai",
+                "subscription-required": False,
+                "path": "",
+                "backend": "demo",
+            },
+            "azure": {
+                "type": "azure-openai",
+                "subscription-required": False,
+                "path": "openai",
+                "backend": "demo",
+            },
         },
     }
 

@@ -47,6 +47,7 @@ def gateway_config(demo_backend: DemoBackend, echo_backend: RecordingBackend) ->
     config["apis"]["azure"]["backend"] = "echo"
     config["apis"]["shop"] = {
         "type": "http",
+        "subscription-required": False,
         "path": "shop",
         "backend": "echo",
         "operations": {
@@ -296,7 +297,12 @@ def secret_config(backend_url: str, ip_filter: bool) -> dict[str, Any]:
         "named-values": {"secret-ip": {"env": SECRET_ENV, "secret": True}},
         "backends": {"b": {"url": backend_url}},
         "apis": {
-            "chat": {"type": "openai", "backend": "b", "policies": {"inbound": [use]}},
+            "chat": {
+                "type": "openai",
+                "subscription-required": False,
+                "backend": "b",
+                "policies": {"inbound": [use]},
+            },
         },
     }
 

@@ -41,7 +41,12 @@ def gateway_config(demo_backend: DemoBackend) -> dict[str, Any]:
         "url": f"http://127.0.0.1:{free_port()}",  # nothing listens there
         "timeouts": {"connect": 2, "read": 1},
     }
-    config["apis"]["dead"] = {"type": "openai", "path": "dead", "backend": "nowhere"}
+    config["apis"]["dead"] = {
+        "type": "openai",
+        "subscription-required": False,
+        "path": "dead",
+        "backend": "nowhere",
+    }
     return config
 
 

@@ -33,7 +33,12 @@ def gateway_config(demo_backend: DemoBackend, echo_backend: RecordingBackend) ->
     config = base_config(demo_backend.url)
     # A backend whose end of a stream is observable, to see the upstream request cancelled.
     config["backends"]["recorder"] = {"url": echo_backend.url}
-    config["apis"]["recorded"] = {"type": "openai", "path": "recorded", "backend": "recorder"}
+    config["apis"]["recorded"] = {
+        "type": "openai",
+        "subscription-required": False,
+        "path": "recorded",
+        "backend": "recorder",
+    }
     return config
 
 

@@ -68,6 +68,7 @@ def gateway_config(
         "apis": {
             "shop": {
                 "type": "http",
+                "subscription-required": False,
                 "path": "shop",
                 "backend": "echo-a",
                 "operations": {
@@ -140,6 +141,7 @@ def gateway_config(
             },
             "guarded": {
                 "type": "openai",
+                "subscription-required": False,
                 "path": "guarded",
                 "backend": "echo-a",
                 "policies": {

@@ -76,9 +76,15 @@ def gateway_config(
         "timeouts": {"connect": 2, "read": 5, "pool": 8},
         "max-connections": 1,
     }
-    config["apis"]["echoai"] = {"type": "openai", "path": "echo", "backend": "echo"}
+    config["apis"]["echoai"] = {
+        "type": "openai",
+        "subscription-required": False,
+        "path": "echo",
+        "backend": "echo",
+    }
     config["apis"]["rewritten"] = {
         "type": "openai",
+        "subscription-required": False,
         "path": "rw",
         "backend": "echo",
         "policies": {
@@ -89,6 +95,7 @@ def gateway_config(
     }
     config["apis"]["shop"] = {
         "type": "http",
+        "subscription-required": False,
         "path": "shop",
         "backend": "echo",
         "operations": {
@@ -105,6 +112,7 @@ def gateway_config(
     }
     config["apis"]["scripted"] = {
         "type": "http",
+        "subscription-required": False,
         "path": "raw",
         "backend": "scripted",
         "operations": {"any": {"method": "GET", "url-template": "/{name}"}},

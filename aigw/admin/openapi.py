@@ -1,0 +1,272 @@
+"""The admin API described as an OpenAPI 3.1 document, written by hand next to the handlers.
+
+Small helpers keep the repeated parts (error answers, parameters, lists) short; the document
+is built once at import and served as is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aigw.subscriptions.model import STATES
+
+_STATES = list(STATES)
+_SCOPE_EXAMPLES = ["/products/starter", "/apis/chat", "/apis"]
+_NULLABLE_STRING = {"type": ["string", "null"]}
+_DATE = {"type": ["string", "null"], "format": "date-time"}
+_ERRORS = {
+    400: "Invalid request: malformed JSON, an unknown field, a wrong type or value",
+    401: "Missing or invalid admin token",
+    404: "Not found",
+    409: "Conflict: a duplicate id, or a change the subscription's state forbids",
+    413: "Request body larger than 64 KiB",
+    503: "Subscription store unavailable",
+}
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _op(
+    summary: str,
+    ok: tuple[int, str],
+    *errors: int,
+    body: str | None = None,
+    body_required: bool = True,
+    parameters: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    responses = {str(ok[0]): _json(_ref(ok[1]), "Success")}
+    for status in sorted({400, 401, *errors}):
+        responses[str(status)] = {"$ref": f"#/components/responses/E{status}"}
+    operation: dict[str, Any] = {"summary": summary, "responses": responses}
+    if parameters:
+        operation["parameters"] = parameters
+    if body is not None:
+        operation["requestBody"] = {
+            "required": body_required,
+            "content": {"application/json": {"schema": _ref(body)}},
+        }
+    return operation
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "schema": schema, "description": description}
+
+
+def _list(item: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "value": {"type": "array", "items": _ref(item)},
+            "count": {"type": "integer"},
+        },
+        "required": ["value", "count"],
+    }
+
+
+def _object(properties: dict[str, Any], *required: str, closed: bool = False) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = list(required)
+    if closed:  # request bodies: unknown fields are refused
+        schema["additionalProperties"] = False
+    return schema
+
+
+_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+_LIMIT = _query(
+    "limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Newest first"
+)
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": _object(
+        {"statusCode": {"type": "integer"}, "message": {"type": "string"}}, "statusCode", "message"
+    ),
+    "Product": _object(
+        {
+            "id": {"type": "string"},
+            "displayName": {"type": "string"},
+            "description": _NULLABLE_STRING,
+            "state": {"enum": ["published", "not-published"]},
+            "subscriptionRequired": {"type": "boolean"},
+            "apis": {"type": "array", "items": {"type": "string"}},
+        }
+    ),
+    "ProductList": _list("Product"),
+    "Subscription": _object(
+        {
+            "id": {"type": "string"},
+            "displayName": {"type": "string"},
+            "scope": {"type": "string", "examples": _SCOPE_EXAMPLES},
+            "state": {"enum": _STATES, "description": "As effective now: expired when past due"},
+            "storedState": {"enum": _STATES},
+            "ownerId": _NULLABLE_STRING,
+            "expirationDate": _DATE,
+            "createdDate": {"type": "string", "format": "date-time"},
+            "updatedDate": {"type": "string", "format": "date-time"},
+            "stateComment": _NULLABLE_STRING,
+        }
+    ),
+    "SubscriptionList": _list("Subscription"),
+    "SubscriptionWithKeys": {
+        "description": "Keys appear only in the answer that created or regenerated them.",
+        "allOf": [
+            _ref("Subscription"),
+            _object({"primaryKey": {"type": "string"}, "secondaryKey": {"type": "string"}}),
+        ],
+    },
+    "AuditEntry": _object(
+        {
+            "at": {"type": "string", "format": "date-time"},
+            "actor": {"type": "string", "examples": ["admin-api@127.0.0.1 (alice)", "cli:bob"]},
+            "action": {"type": "string"},
+            "subscriptionId": {"type": "string"},
+            "details": {"type": "object"},
+        }
+    ),
+    "AuditList": _list("AuditEntry"),
+    "CreateSubscription": _object(
+        {
+            "displayName": {"type": "string", "maxLength": 200},
+            "scope": {"type": "string", "examples": _SCOPE_EXAMPLES},
+            "product": {"type": "string", "description": "Short for scope /products/{product}"},
+            "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$"},
+            "ownerId": {"type": "string"},
+            "expirationDate": {"type": "string", "format": "date-time"},
+            "state": {"enum": ["active", "submitted"], "default": "active"},
+        },
+        "displayName",
+        closed=True,
+    ),
+    "UpdateSubscription": _object(
+        {
+            "displayName": {"type": "string", "maxLength": 200},
+            "ownerId": _NULLABLE_STRING,
+            "expirationDate": _DATE,
+            "state": {"enum": _STATES},
+            "stateComment": _NULLABLE_STRING,
+        },
+        closed=True,
+    ),
+    "StateChange": _object({"comment": _NULLABLE_STRING}, closed=True),
+    "RegenerateKey": _object({"key": {"enum": ["primary", "secondary"]}}, "key", closed=True),
+}
+
+_PATHS: dict[str, Any] = {
+    "/openapi.json": {
+        "get": {
+            "summary": "This document",
+            "responses": {
+                "200": _json({"type": "object"}, "OpenAPI 3.1"),
+                "401": {"$ref": "#/components/responses/E401"},
+            },
+        }
+    },
+    "/products": {"get": _op("List the products in the config", (200, "ProductList"))},
+    "/products/{id}": {
+        "parameters": [_ID],
+        "get": _op("Get a product", (200, "Product"), 404),
+    },
+    "/subscriptions": {
+        "get": _op(
+            "List subscriptions, ordered by id",
+            (200, "SubscriptionList"),
+            503,
+            parameters=[
+                _query("product", {"type": "string"}, "Only those scoped to this product"),
+                _query("state", {"enum": _STATES}, "Only those in this state (as effective now)"),
+            ],
+        ),
+        "post": _op(
+            "Create a subscription; the answer holds both keys, shown only this once",
+            (201, "SubscriptionWithKeys"),
+            409,
+            413,
+            503,
+            body="CreateSubscription",
+        ),
+    },
+    "/subscriptions/{id}": {
+        "parameters": [_ID],
+        "get": _op("Get a subscription (never its keys)", (200, "Subscription"), 404, 503),
+        "patch": _op(
+            "Change a subscription",
+            (200, "Subscription"),
+            404,
+            409,
+            413,
+            503,
+            body="UpdateSubscription",
+        ),
+    },
+    **{
+        f"/subscriptions/{{id}}/{action}": {
+            "parameters": [_ID],
+            "post": _op(
+                summary,
+                (200, "Subscription"),
+                404,
+                409,
+                413,
+                503,
+                body="StateChange",
+                body_required=False,
+            ),
+        }
+        for action, summary in (
+            ("suspend", "Suspend: its keys stop working until it is activated"),
+            ("activate", "Activate a suspended or submitted subscription"),
+            ("cancel", "Cancel for good: it cannot be activated again"),
+        )
+    },
+    "/subscriptions/{id}/regenerate-key": {
+        "parameters": [_ID],
+        "post": _op(
+            "Replace one key; the answer holds the new key, shown only this once",
+            (200, "SubscriptionWithKeys"),
+            404,
+            409,
+            413,
+            503,
+            body="RegenerateKey",
+        ),
+    },
+    "/subscriptions/{id}/audit": {
+        "parameters": [_ID],
+        "get": _op(
+            "A subscription's changes, newest first",
+            (200, "AuditList"),
+            404,
+            503,
+            parameters=[_LIMIT],
+        ),
+    },
+    "/audit": {
+        "get": _op("Every change, newest first", (200, "AuditList"), 503, parameters=[_LIMIT])
+    },
+}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "aigw admin API",
+        "version": "1",
+        "description": "Products, subscriptions, keys and the audit log. Every request needs "
+        "`Authorization: Bearer <admin token>`; `X-Aigw-Actor` names the person in the audit log.",
+    },
+    "security": [{"adminToken": []}],
+    "paths": _PATHS,
+    "components": {
+        "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
+        "schemas": _SCHEMAS,
+        "responses": {
+            f"E{status}": _json(_ref("Error"), description)
+            for status, description in _ERRORS.items()
+        },
+    },
+}
