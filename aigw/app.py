@@ -176,14 +176,9 @@ class Gateway:
         target: OperationTarget = match.route.target
         ctx.backend_id = target.default_backend
         ctx.deployment_id = match.params.get("deployment-id")
-        if match.route.json_body:
-            try:
-                _read_model(ctx)
-            except BadRequest as exc:
-                response = error_response(exc)
-                await send_response(send, response, request_id)
-                return ctx, response.status_code
-        status = await self._run(runtime, target, ctx, signals, receive, send)
+        status = await self._run(
+            runtime, target, ctx, match.route.json_body, signals, receive, send
+        )
         return ctx, status
 
     async def _run(
@@ -191,11 +186,13 @@ class Gateway:
         runtime: Runtime,
         target: OperationTarget,
         ctx: RequestContext,
+        json_body: bool,
         signals: ConnectionSignals | None,
         receive: Receive,
         send: Send,
     ) -> int:
-        """Run the chain and relay the response; a client disconnect cancels both."""
+        """Check the key, run the chain and relay the response; a client disconnect cancels
+        both."""
         task = asyncio.current_task()
         assert task is not None
         finished = False
@@ -222,8 +219,11 @@ class Gateway:
             except GatewayError as exc:  # on-error of the API (no product context) shapes it
                 response = await handle_error(target.chain_for(None), ctx, exc)
             else:
-                chain = target.chain_for(ctx.product.id if ctx.product else None)
-                response = await execute(chain, ctx, runtime.forward)
+                # The body is looked at only once the caller is admitted, as in APIM.
+                response = _invalid_body(ctx) if json_body else None
+                if response is None:
+                    chain = target.chain_for(ctx.product.id if ctx.product else None)
+                    response = await execute(chain, ctx, runtime.forward)
             try:
                 await send_response(send, response, ctx.request_id, ctx)
             except StreamAborted as aborted:
@@ -272,6 +272,14 @@ def _raw_suffix(scope: Scope, prefix: str, decoded_suffix: str) -> str:
             suffix: str = text[len(head) :]
             return suffix
     return quote(decoded_suffix, safe="/:@!$&'()*+,;=-._~")
+
+
+def _invalid_body(ctx: RequestContext) -> Response | None:
+    try:
+        _read_model(ctx)
+    except BadRequest as exc:
+        return error_response(exc)
+    return None
 
 
 def _read_model(ctx: RequestContext) -> None:

@@ -92,6 +92,7 @@ def _demo_backend(args: argparse.Namespace) -> int:
         error_status=args.error_status,
         retry_after_seconds=args.retry_after,
         seed=args.seed,
+        extra_models=tuple(name for name in args.models.split(",") if name),
     )
     uvicorn.run(create_demo_app(settings), host=args.host, port=args.port, log_level="warning")
     return 0
@@ -129,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--error-status", type=int, default=429)
     demo.add_argument("--retry-after", type=int, default=1, help="seconds, sent with 429s")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--models", default="", help="more model names for /models, comma-separated")
     demo.set_defaults(run=_demo_backend)
 
     cli_subscriptions.register(sub, _build)

@@ -7,7 +7,7 @@ through `ctx.services`, never through module globals.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlencode
@@ -18,6 +18,7 @@ from aigw.headers import Headers
 from aigw.jsonbody import parse_strict_json, serialize_json
 
 if TYPE_CHECKING:
+    from aigw.jwt.validator import Jwt
     from aigw.policies.base import Policy
 
 
@@ -222,6 +223,48 @@ class Response:
             release, self.release = self.release, None
             await release()
 
+    async def read(self, limit: int) -> bytes | None:
+        """The whole body, buffered (the stream is consumed and the connection released);
+        None if it is longer than `limit` bytes. For small bodies a policy must rewrite."""
+        if self.stream is None:
+            return self.body if len(self.body) <= limit else None
+        parts: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in self.stream:
+                size += len(chunk)
+                if size > limit:
+                    return None
+                parts.append(chunk)
+        finally:
+            self.stream = None
+            await self.aclose()
+        self.body = b"".join(parts)
+        self.headers.delete("content-length")
+        return self.body
+
+
+class ClaimsView(Mapping[str, str]):
+    """`context.Claims`: each claim of the validated token as text, several values joined
+    with ',' (as APIM's `Jwt.Claims.GetValueOrDefault`)."""
+
+    __slots__ = ("_jwt",)
+
+    def __init__(self, jwt: Jwt) -> None:
+        self._jwt = jwt
+
+    def __getitem__(self, name: str) -> str:
+        joined = self._jwt.joined(name)
+        if joined is None:
+            raise KeyError(name)
+        return joined
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._jwt.claims)
+
+    def __len__(self) -> int:
+        return len(self._jwt.claims)
+
 
 class RequestContext:
     __slots__ = (
@@ -231,6 +274,7 @@ class RequestContext:
         "clock",
         "deployment_id",
         "first_byte_at",
+        "jwt",
         "last_error",
         "model",
         "observers",
@@ -267,6 +311,8 @@ class RequestContext:
         self.product: ProductInfo | None = None
         self.subscription: SubscriptionInfo | None = None
         self.user: UserInfo | None = None
+        # The caller's validated token (validate-jwt), as `context.Claims` shows it.
+        self.jwt: Jwt | None = None
         self.variables: dict[str, Any] = {}
         self.response: Response | None = None
         self.last_error: LastError | None = None
@@ -282,6 +328,10 @@ class RequestContext:
         self.shadow_rejections: list[str] = []
         self.first_byte_at: float | None = None
         self.client_disconnected = False
+
+    @property
+    def claims(self) -> ClaimsView | None:
+        return None if self.jwt is None else ClaimsView(self.jwt)
 
     @property
     def elapsed(self) -> float:

@@ -22,12 +22,12 @@ from aigw.context import ApiInfo, OperationInfo, ProductInfo, RequestContext, Re
 from aigw.errors import BadRequest, GatewayError
 from aigw.pipeline.chain import Chain, ScopeStatements, compose
 from aigw.policies.base import SECTIONS, Policy
-from aigw.policies.build import BuildContext
+from aigw.policies.build import BuildContext, Resource
 from aigw.routing import Route, Router, compile_template
-from aigw.subscriptions.directory import SubscriptionDirectory
+from aigw.subscriptions.directory import SubscriptionDirectory, SubscriptionIndex
 from aigw.subscriptions.gate import KeyLocation, SubscriptionGate
 from aigw.subscriptions.service import ProductEntry, SubscriptionService
-from aigw.subscriptions.store import open_store
+from aigw.subscriptions.store import SubscriptionStore, open_store
 from aigw.urlpath import encoded_has_dot_segment
 
 
@@ -70,6 +70,7 @@ class Runtime:
     loaded: LoadedConfig
     router: Router
     services: Services
+    resources: list[Resource] = field(default_factory=list)
     in_flight: int = 0
 
     @property
@@ -80,8 +81,12 @@ class Runtime:
         await self.services.subscriptions.start()
         for backend in self.services.backends.values():
             await backend.start()
+        for resource in self.resources:
+            await resource.start()
 
     async def close(self) -> None:
+        for resource in self.resources:
+            await resource.close()
         for backend in self.services.backends.values():
             await backend.close()
         await self.services.subscriptions.close()
@@ -147,7 +152,7 @@ def _product_entries(config: GatewayConfig) -> dict[str, ProductEntry]:
 
 
 def _gate(
-    api_id: str, api: ApiConfig, products: dict[str, ProductEntry], directory: SubscriptionDirectory
+    api_id: str, api: ApiConfig, products: dict[str, ProductEntry], index: SubscriptionIndex
 ) -> SubscriptionGate:
     containing = {
         pid: ProductInfo(pid, p.display_name, p.state, p.subscription_required)
@@ -170,7 +175,7 @@ def _gate(
         location=KeyLocation(names.header, names.query),
         open_product=open_product,
         products=containing,
-        index=directory.index,
+        index=index,
     )
 
 
@@ -184,17 +189,24 @@ def _check_admin(loaded: LoadedConfig, issues: IssueCollector) -> None:
         issues.add("admin.token", "must be at least 16 characters long")
 
 
+def _store(loaded: LoadedConfig, issues: IssueCollector) -> SubscriptionStore | None:
+    # A relative SQLite path is next to the config file (or the working directory).
+    base_dir = Path.cwd() if loaded.source == "<string>" else Path(loaded.source).parent
+    try:
+        return open_store(loaded.config.store.url, base_dir)
+    except ValueError as exc:  # e.g. a PostgreSQL schema name it would have to quote
+        issues.add("store.url", str(exc))
+        return None
+
+
 def build_runtime(loaded: LoadedConfig) -> Runtime:
     config = loaded.config
     issues = IssueCollector()
     check_references(config, issues)
     _check_admin(loaded, issues)
     products = _product_entries(config)
-    # A relative SQLite path is next to the config file (or the working directory).
-    base_dir = Path.cwd() if loaded.source == "<string>" else Path(loaded.source).parent
-    directory = SubscriptionDirectory(
-        open_store(config.store.url, base_dir), config.store.refresh_interval
-    )
+    store = _store(loaded, issues)
+    index = SubscriptionIndex()
     build = BuildContext(issues=issues, backend_ids=frozenset(config.backends))
     global_scope = _scope(build, config.policies, "policies")
     product_scopes = {
@@ -206,7 +218,7 @@ def build_runtime(loaded: LoadedConfig) -> Runtime:
         api_scope = _scope(build, api.policies, f"apis.{api_id}.policies")
         api_info = ApiInfo(api_id, api.display_name or api_id, api.path, api.type)
         products_of_api = [pid for pid, p in config.products.items() if api_id in p.apis]
-        gate = _gate(api_id, api, products, directory)
+        gate = _gate(api_id, api, products, index)
         op_scopes: dict[str, ScopeStatements] = {}
         for spec in _operation_specs(api_id, api, issues):
             op_config = api.operations.get(spec.id)
@@ -245,6 +257,8 @@ def build_runtime(loaded: LoadedConfig) -> Runtime:
                 )
             )
     issues.raise_if_any(loaded.secrets)
+    assert store is not None  # a refused URL is an issue, raised just above
+    directory = SubscriptionDirectory(store, config.store.refresh_interval, index)
     backends = {bid: build_backend(bid, b) for bid, b in config.backends.items()}
     services = Services(
         backends=backends,
@@ -253,4 +267,9 @@ def build_runtime(loaded: LoadedConfig) -> Runtime:
         products=products,
         api_ids=frozenset(config.apis),
     )
-    return Runtime(loaded=loaded, router=Router(routes), services=services)
+    return Runtime(
+        loaded=loaded,
+        router=Router(routes),
+        services=services,
+        resources=list(build.resources.values()),
+    )

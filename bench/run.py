@@ -21,6 +21,8 @@ ALL_TARGETS = (
     "ref-granian",
     "aigw-bare",
     "aigw-subscriptions",
+    "aigw-jwt-rs256",
+    "aigw-jwt-es256",
     "aigw-policies",
     "litellm",
 )

@@ -187,6 +187,6 @@ def _query(request: web.Request, *allowed: str) -> dict[str, str]:
 
 def _limit(query: dict[str, str]) -> int:
     text = query.get("limit", "100")
-    if not _LIMIT.match(text):
+    if not _LIMIT.fullmatch(text):
         raise ServiceError(400, "limit must be an integer between 1 and 1000")
     return int(text)

@@ -102,6 +102,7 @@ class DemoBackendSettings(Strict):
     retry_after_seconds: Annotated[int, Field(ge=0)] = 1
     seed: int = 0
     model: str = "demo-model"
+    extra_models: tuple[str, ...] = ()
 
 
 class BackendConfig(Strict):

@@ -70,6 +70,8 @@ class DemoSettings:
     retry_after_seconds: int = 1  # sent as Retry-After (and retry-after-ms) on 429
     seed: int = 0
     model: str = "demo-model"  # default model name when the request has none
+    # Further model names listed by /models (every name is answered anyway).
+    extra_models: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.error_rate <= 1.0 or not 400 <= self.error_status <= 599:
@@ -305,7 +307,7 @@ class DemoApp:
         self, operation: Operation, raw_body: bytes, path: str, length: int | None
     ) -> JsonObject | Iterator[JsonObject]:
         if operation == "models":
-            return models_list(self.settings.model)
+            return models_list(self.settings.model, *self.settings.extra_models)
         body = _parse_json(raw_body)
         model = deployment_id(path) or self.settings.model
         if operation == "embeddings":

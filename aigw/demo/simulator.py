@@ -332,9 +332,14 @@ def embeddings(body: Mapping[str, Any], default_model: str) -> JsonObject:
     }
 
 
-def models_list(model: str) -> JsonObject:
-    entry = {"id": model, "object": "model", "created": MODEL_CREATED}
-    return {"object": "list", "data": [{**entry, "owned_by": "aigw-demo"}]}
+def models_list(*models: str) -> JsonObject:
+    return {
+        "object": "list",
+        "data": [
+            {"id": model, "object": "model", "created": MODEL_CREATED, "owned_by": "aigw-demo"}
+            for model in models
+        ],
+    }
 
 
 def _responses_prompt(body: Mapping[str, Any]) -> tuple[str, int]:

@@ -12,6 +12,8 @@ APIM names map onto `aigw.context.RequestContext` as follows (our additions are 
     context.Subscription .Id .Name .Key  (no PrimaryKey/SecondaryKey)        four may be null)
     context.User      .Id .Email .FirstName .LastName
     context.LastError .Source .Reason .Message .Section .Scope .PolicyId
+    context.Claims*   ["oid"], GetValueOrDefault, ContainsKey   (the validated JWT's claims,
+                      several values joined with ','; null until validate-jwt admitted it)
     context.Deployment .DeploymentId* .Model*   (the routed deployment and model; APIM's
                                                  Region/ServiceName/... do not exist here)
 
@@ -274,6 +276,10 @@ CONTEXT = _record(
                 "context.User",
                 _strings(Id="id", Email="email", FirstName="first_name", LastName="last_name"),
             ),
+        ),
+        "Claims": (
+            "claims",
+            _mapping("context.Claims", STRING, "string?", "claim {key} is not in the token"),
         ),
         "LastError": (
             "last_error",

@@ -40,6 +40,9 @@ async def _run_sections(chain: Chain, ctx: RequestContext, terminal: Terminal) -
     if result is not None:
         return result
     ctx.response = await terminal(ctx)
+    for policy in ctx.observers:
+        if policy.observes_response:
+            ctx.response = await policy.on_response(ctx, ctx.response)
     ctx.section = "outbound"
     result = await run_statements(chain.outbound, ctx)
     if result is not None:

@@ -4,6 +4,8 @@ A policy is built once from its validated config (expressions compiled, referenc
 and then shared by all requests. Its hooks get the per-request context:
 
 - `apply(ctx)` runs when its section runs; return a `Response` to short-circuit, else None.
+- `on_response(ctx, response)` sees the backend's response head (and may replace the
+  response) before the outbound section runs.
 - `on_chunk(ctx, chunk)` sees (and may rewrite) each streamed response chunk.
 - `on_complete(ctx)` runs once after the response is done, failed or abandoned; it runs for
   every policy whose `apply` ran, which is where usage gets settled.
@@ -50,11 +52,13 @@ class Policy:
     # Policies that reject requests (ip-filter, check-header, limits …) may run in shadow mode.
     enforcing: ClassVar[bool] = False
     # Set automatically: whether the pipeline must call the streaming/completion hooks.
+    observes_response: ClassVar[bool] = False
     observes_chunks: ClassVar[bool] = False
     observes_completion: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        cls.observes_response = cls.on_response is not Policy.on_response
         cls.observes_chunks = cls.on_chunk is not Policy.on_chunk
         cls.observes_completion = cls.on_complete is not Policy.on_complete
 
@@ -64,6 +68,9 @@ class Policy:
 
     async def apply(self, ctx: RequestContext) -> Response | None:
         return None
+
+    async def on_response(self, ctx: RequestContext, response: Response) -> Response:
+        return response
 
     def on_chunk(self, ctx: RequestContext, chunk: bytes) -> bytes:
         return chunk
@@ -96,7 +103,7 @@ def record_shadow_rejection(ctx: RequestContext, policy: Policy, exc: GatewayErr
 async def run_statements(statements: Sequence[Policy], ctx: RequestContext) -> Response | None:
     """Run statements in order; the first one that returns a response stops the section."""
     for policy in statements:
-        if policy.observes_chunks or policy.observes_completion:
+        if policy.observes_response or policy.observes_chunks or policy.observes_completion:
             ctx.observers.append(policy)
         try:
             result = await policy.apply(ctx)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
 
@@ -15,6 +16,18 @@ from aigw.policies.registry import known_names, lookup
 BASE = "base"
 
 
+class Resource(Protocol):
+    """Something long-lived a policy needs (a key fetcher, a counter store): started with the
+    runtime, closed with it."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+R = TypeVar("R", bound=Resource)
+
+
 @dataclass
 class BuildContext:
     """Shared by every policy built from one config; `path` and `section` change per statement."""
@@ -24,6 +37,15 @@ class BuildContext:
     section: str = "inbound"
     path: str = ""
     services: Any = None
+    # One instance per key, shared by every policy that asks for it (e.g. one key fetcher
+    # per discovery URL); the runtime starts and closes them.
+    resources: dict[Hashable, Resource] = field(default_factory=dict)
+
+    def shared(self, key: Hashable, create: Callable[[], R]) -> R:
+        found = self.resources.get(key)
+        if found is None:
+            found = self.resources[key] = create()
+        return found  # type: ignore[return-value]
 
     def error(self, message: str, suffix: str = "") -> None:
         self.issues.add(self.path + suffix, message)

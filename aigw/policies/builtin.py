@@ -6,10 +6,13 @@ from aigw.policies import (  # noqa: F401
     check_header,
     choose,
     ip_filter,
+    llm_model_access,
     return_response,
     rewrite_uri,
     set_backend_service,
     set_header,
     set_query_parameter,
     set_variable,
+    validate_azure_ad_token,
+    validate_jwt,
 )

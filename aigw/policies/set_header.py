@@ -149,10 +149,10 @@ class SetHeader(Policy):
         assert isinstance(config, SetHeaderConfig)
         super().__init__(config, build)
         self.edit = HeaderEdit.build(config, build)
-        self.on_response = build.section in ("outbound", "on-error")
+        self.edits_response = build.section in ("outbound", "on-error")
 
     async def apply(self, ctx: RequestContext) -> Response | None:
-        if not self.on_response:
+        if not self.edits_response:
             self.edit.apply(ctx, ctx.request.headers)
         elif ctx.response is not None:  # on-error before any response exists
             self.edit.apply(ctx, ctx.response.headers)

@@ -25,7 +25,6 @@ class SubscriptionIndex:
     def __init__(self) -> None:
         self._by_hash: dict[str, Subscription] = {}
         self._by_id: dict[str, Subscription] = {}
-        self.revision = 0
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -43,7 +42,6 @@ class SubscriptionIndex:
             self._by_id[subscription.id] = subscription
             self._by_hash[subscription.primary_key_hash] = subscription
             self._by_hash[subscription.secondary_key_hash] = subscription
-            self.revision = max(self.revision, subscription.revision)
 
     def find(self, key: str) -> Subscription | None:
         if len(key) > MAX_KEY_LENGTH:
@@ -57,17 +55,25 @@ class SubscriptionIndex:
 class SubscriptionDirectory:
     """A store plus the index that follows it; owned by one runtime."""
 
-    def __init__(self, store: SubscriptionStore, refresh_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        store: SubscriptionStore,
+        refresh_interval: float = 1.0,
+        index: SubscriptionIndex | None = None,
+    ) -> None:
         self.store = store
-        self.index = SubscriptionIndex()
+        self.index = SubscriptionIndex() if index is None else index
         self.refresh_interval = refresh_interval
+        # How far the change feed has been read. Only a fetch moves it: a change this process
+        # applied itself may be newer than another replica's change not fetched yet.
+        self.revision = 0
         self._task: asyncio.Task[None] | None = None
         self._failing = False
 
     async def start(self) -> None:
         await self.store.open()
         await self.refresh()
-        log.info("subscriptions loaded: %d (revision %d)", len(self.index), self.index.revision)
+        log.info("subscriptions loaded: %d (revision %d)", len(self.index), self.revision)
         self._task = asyncio.create_task(self._follow())
 
     async def close(self) -> None:
@@ -79,8 +85,9 @@ class SubscriptionDirectory:
         await self.store.close()
 
     async def refresh(self) -> None:
-        changed, _current = await self.store.changes_since(self.index.revision)
+        changed, current = await self.store.changes_since(self.revision)
         self.index.apply(changed)
+        self.revision = current
 
     async def _follow(self) -> None:
         while True:

@@ -34,7 +34,6 @@ from aigw.subscriptions.store import (
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 _OWNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,199}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_NAME = 200
 _UPDATE_ATTEMPTS = 3
 T = TypeVar("T")
@@ -303,7 +302,7 @@ class SubscriptionService:
 
     @staticmethod
     def _id(value: str) -> str:
-        if not isinstance(value, str) or not _ID.match(value):
+        if not isinstance(value, str) or not _ID.fullmatch(value):
             raise ServiceError(
                 400, "id must be 1-80 characters: letters, digits, '_', '.', '-' (not first)"
             )
@@ -313,7 +312,9 @@ class SubscriptionService:
     def _name(value: Any) -> str:
         if not isinstance(value, str) or not value.strip():
             raise ServiceError(400, "displayName is required")
-        if len(value) > MAX_NAME or _CONTROL.search(value):
+        # isprintable: no C0/C1 controls, bidi overrides or line separators, which would
+        # reach terminals (the CLI's tables) and logs as they are.
+        if len(value) > MAX_NAME or not value.isprintable():
             raise ServiceError(400, f"displayName must be at most {MAX_NAME} printable characters")
         return value.strip()
 
@@ -321,7 +322,7 @@ class SubscriptionService:
     def _owner(value: Any) -> str | None:
         if value is None:
             return None
-        if not isinstance(value, str) or not _OWNER.match(value):
+        if not isinstance(value, str) or not _OWNER.fullmatch(value):
             raise ServiceError(
                 400, "ownerId must be 1-200 characters: letters, digits, '_', '.', '@', ':', '-'"
             )
@@ -331,7 +332,7 @@ class SubscriptionService:
     def _comment(value: Any) -> str | None:
         if value is None:
             return None
-        if not isinstance(value, str) or len(value) > 1000 or _CONTROL.search(value):
+        if not isinstance(value, str) or len(value) > 1000 or not value.isprintable():
             raise ServiceError(400, "comment must be at most 1000 printable characters")
         return value
 
@@ -351,11 +352,12 @@ def parse_datetime(text: str) -> datetime:
     """ISO 8601 from the admin API or the CLI; no timezone means UTC."""
     try:
         value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except (ValueError, AttributeError):
+        # In range with its own offset, yet maybe not in UTC (year 0 or 10000).
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (ValueError, AttributeError, OverflowError):
         raise ServiceError(
             400, f"invalid date-time {text!r}: use ISO 8601, e.g. 2027-01-31T00:00:00Z"
         ) from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _describe(fields: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,14 @@ from typing import Any
 
 REFERENCES = ("ref-aiohttp", "ref-granian")
 BARE, SUBSCRIPTIONS = "aigw-bare", "aigw-subscriptions"
-GATEWAYS = (BARE, SUBSCRIPTIONS, "aigw-policies")
+JWT_RS256, JWT_ES256 = "aigw-jwt-rs256", "aigw-jwt-es256"
+GATEWAYS = (BARE, SUBSCRIPTIONS, JWT_RS256, JWT_ES256, "aigw-policies")
+# Targets that are aigw-bare plus one feature: what that feature adds to p50 at c=1.
+FEATURE_GOALS_MS = {
+    SUBSCRIPTIONS: ("subscription check", 0.1),
+    JWT_RS256: ("validate-jwt RS256", 0.15),
+    JWT_ES256: ("validate-jwt ES256", 0.15),
+}
 Results = Mapping[str, Any]
 
 
@@ -75,19 +82,20 @@ def _relative_checks(scenario: Results, label: str, gateway: str) -> list[Check]
     return checks
 
 
-def _subscription_check(scenario: Results, label: str) -> Check:
-    """What the key lookup costs: the same gateway and chain as aigw-bare, plus the check."""
+def _feature_check(scenario: Results, label: str, gateway: str) -> Check:
+    """What one feature costs: the same gateway as aigw-bare, plus that feature alone."""
+    feature, goal = FEATURE_GOALS_MS[gateway]
     suffix = "" if label == "json" else f" ({label})"
     bare = _run_value(scenario.get(BARE), "c1", "p50_ms")
-    keyed = _run_value(scenario.get(SUBSCRIPTIONS), "c1", "p50_ms")
-    added = round(keyed - bare, 3) if bare is not None and keyed is not None else None
+    p50 = _run_value(scenario.get(gateway), "c1", "p50_ms")
+    added = round(p50 - bare, 3) if bare is not None and p50 is not None else None
     return Check(
-        f"subscription check: added p50 c=1 over aigw-bare{suffix}",
-        "< 0.1 ms",
-        SUBSCRIPTIONS,
+        f"{feature}: added p50 c=1 over aigw-bare{suffix}",
+        f"< {goal} ms",
+        gateway,
         added,
         "ms",
-        None if added is None else added < 0.1,
+        None if added is None else added < goal,
         f"{BARE} p50 {bare:.3f} ms" if bare is not None else f"no {BARE} result",
     )
 
@@ -127,8 +135,8 @@ def compute_checks(scenarios: Results) -> list[Check]:
         for label, scenario in scenarios.items():
             if gateway in scenario:
                 checks += _relative_checks(scenario, label, gateway)
-            if gateway == SUBSCRIPTIONS and gateway in scenario:
-                checks.append(_subscription_check(scenario, label))
+            if gateway in FEATURE_GOALS_MS and gateway in scenario:
+                checks.append(_feature_check(scenario, label, gateway))
         if gateway in scenarios.get("json", {}):
             checks += _process_checks(scenarios["json"][gateway], gateway)
     return checks

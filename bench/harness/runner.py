@@ -20,10 +20,11 @@ from typing import Any
 from harness.backend import CHAT_PATH, StaticBackend, start_backend
 from harness.litellm_target import TargetSkippedError
 from harness.markdown import render
+from harness.minting import VERIFY_SAMPLES
 from harness.probe import preflight, time_to_first_byte
 from harness.processes import LOOPBACK, NotReadyError, ProcessRegistry, rss_tree
 from harness.report import checks_json, compute_checks
-from harness.seeding import SeedError
+from harness.scripts import SetupError
 from harness.targets import TARGETS, LaunchContext, RunningTarget, TargetSpec, launch
 from harness.tools import Tools, ensure_tools, tool_versions
 from harness.wrk import WrkError, run_soak, run_wrk
@@ -107,6 +108,8 @@ def measure(
             "subscriptions": target.seeded.subscriptions,
             "seconds": target.seeded.seconds,
         }
+    if target.minted:
+        result["jwt"] = target.minted.to_json()
     if child:
         result["rss_idle"] = asdict(rss_tree(child.pid))
     url = f"http://{LOOPBACK}:{target.port}{CHAT_PATH}"
@@ -136,11 +139,13 @@ def bench_target(
     scenario: Scenario,
 ) -> dict[str, Any]:
     upstream = backend.sse_url if scenario.stream else backend.json_url
+    # The uncached validation cost does not depend on the scenario: measured once, with JSON.
+    verify_samples = 0 if scenario.stream else VERIFY_SAMPLES
     try:
-        target = launch(ctx, spec, upstream, scenario.name)
+        target = launch(ctx, spec, upstream, scenario.name, verify_samples)
     except TargetSkippedError as err:
         return {"status": f"skipped: {err}"}
-    except (NotReadyError, SeedError, OSError, ValueError) as err:
+    except (NotReadyError, SetupError, OSError, ValueError) as err:
         return {"status": f"failed: {err}"}
     try:
         return measure(settings, tools, target, scenario)
@@ -161,6 +166,11 @@ def summary_line(result: Mapping[str, Any]) -> str:
         parts.append(f"ready {result['ready_ms']:.0f} ms")
     if seeded := result.get("seeded"):
         parts.append(f"seeded {seeded['subscriptions']:,} subscriptions in {seeded['seconds']} s")
+    if validate := (result.get("jwt") or {}).get("validate"):
+        parts.append(
+            f"{result['jwt']['alg']} validate() in-process: uncached"
+            f" p50 {validate['uncached_p50_us']:.0f} µs, cached {validate['cached_p50_us']:.0f} µs"
+        )
     if soak := result.get("soak"):
         parts.append(f"soak {soak['requests']:,} req, RSS +{soak['growth_mb']} MB")
     return " | ".join([*parts, result.get("status", "")])

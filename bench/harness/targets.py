@@ -16,6 +16,7 @@ from harness.litellm_target import (
     litellm_env,
     write_litellm_config,
 )
+from harness.minting import JwtAlg, MintedToken, mint_token
 from harness.processes import LOOPBACK, Child, NotReadyError, ProcessRegistry, free_port, wait_ready
 from harness.seeding import SeededStore, seed_store
 
@@ -34,6 +35,7 @@ class TargetSpec:
     headers: tuple[tuple[str, str], ...] = ()
     soak: bool = False  # aigw targets get the long RSS-growth run
     subscriptions: int = 0  # aigw: seed the config's store with this many before starting
+    jwt: JwtAlg | None = None  # aigw: key pair in the config, a token signed with it sent
 
 
 TARGETS: Mapping[str, TargetSpec] = {
@@ -62,6 +64,22 @@ TARGETS: Mapping[str, TargetSpec] = {
             subscriptions=10_000,
         ),
         TargetSpec(
+            "aigw-jwt-rs256",
+            "aigw",
+            "aigw, validate-jwt only: one RS256 token (RSA 2048), keys inline",
+            "configs/jwt.yaml",
+            soak=True,
+            jwt="RS256",
+        ),
+        TargetSpec(
+            "aigw-jwt-es256",
+            "aigw",
+            "aigw, validate-jwt only: one ES256 token (EC P-256), keys inline",
+            "configs/jwt.yaml",
+            soak=True,
+            jwt="ES256",
+        ),
+        TargetSpec(
             "aigw-policies", "aigw", "aigw, all core policies", "configs/policies.yaml", soak=True
         ),
         TargetSpec(
@@ -80,6 +98,8 @@ DEFAULT_TARGETS = (
     "ref-granian",
     "aigw-bare",
     "aigw-subscriptions",
+    "aigw-jwt-rs256",
+    "aigw-jwt-es256",
     "aigw-policies",
 )
 
@@ -99,9 +119,10 @@ class RunningTarget:
     port: int
     child: Child | None  # None for `direct`: nginx is the backend itself
     ready_ms: float | None
-    # What every request sends: the spec's static headers plus a seeded subscription key.
+    # What every request sends: the spec's static headers, a seeded subscription key, a token.
     headers: tuple[tuple[str, str], ...] = ()
     seeded: SeededStore | None = None
+    minted: MintedToken | None = None
 
 
 def _aigw_config(ctx: LaunchContext, spec: TargetSpec, tag: str) -> Path:
@@ -147,9 +168,12 @@ def _command(
     raise ValueError(f"no command for target kind {spec.kind}")
 
 
-def launch(ctx: LaunchContext, spec: TargetSpec, upstream: str, tag: str) -> RunningTarget:
-    """Seed its store if it has one, start it and wait for its health endpoint; raises
-    SeedError or NotReadyError with the reason."""
+def launch(
+    ctx: LaunchContext, spec: TargetSpec, upstream: str, tag: str, verify_samples: int = 0
+) -> RunningTarget:
+    """Seed its store or mint its token if it has one, start it and wait for its health
+    endpoint; raises SetupError or NotReadyError with the reason. `verify_samples`: fresh
+    tokens the minting script validates in-process to price the uncached path (0: none)."""
     if spec.kind == "direct":
         port = urlsplit(upstream).port
         if port is None:
@@ -157,10 +181,13 @@ def launch(ctx: LaunchContext, spec: TargetSpec, upstream: str, tag: str) -> Run
         return RunningTarget(spec, port, child=None, ready_ms=None, headers=spec.headers)
     port = free_port()
     argv, cwd = _command(ctx, spec, upstream, port, tag)
-    seeded = None
+    seeded, minted = None, None
     if spec.subscriptions:
         config = _aigw_config(ctx, spec, tag)
         seeded = seed_store(ctx.python, config, spec.subscriptions, ctx.repo)
+    if spec.jwt:
+        config = _aigw_config(ctx, spec, tag)
+        minted = mint_token(ctx.python, config, spec.jwt, ctx.repo, verify_samples)
     env = litellm_env() if spec.kind == "litellm" else None
     child = ctx.registry.start(f"{spec.name}-{tag}", argv, env=env, cwd=cwd)
     try:
@@ -171,4 +198,5 @@ def launch(ctx: LaunchContext, spec: TargetSpec, upstream: str, tag: str) -> Run
         ctx.registry.stop(child)
         raise
     headers = spec.headers + ((seeded.header,) if seeded else ())
-    return RunningTarget(spec, port, child, round(ready_ms, 1), headers, seeded)
+    headers += (minted.header,) if minted else ()
+    return RunningTarget(spec, port, child, round(ready_ms, 1), headers, seeded, minted)

@@ -178,6 +178,23 @@ def test_products_required_api_required_denies_other_keys_and_no_key(
     assert assert_error(chat(client, "keyed", "no-such-key"), 401)
 
 
+@pytest.mark.parametrize(
+    ("headers", "mention"),
+    [({}, "missing subscription key"), ({KEY_HEADER: "no-such-key"}, "invalid subscription key")],
+)
+def test_the_key_is_checked_before_the_body(
+    client: httpx.Client, headers: dict[str, str], mention: str
+) -> None:
+    # APIM's subscription check comes right after routing: a caller without a valid key
+    # learns nothing about what the API expects in a body, and costs no JSON parsing.
+    response = client.post(
+        "/keyed/v1/chat/completions",
+        content=b"not json",
+        headers={"content-type": "application/json", **headers},
+    )
+    assert_error(response, 401, mention)
+
+
 @pytest.mark.parametrize("key_name", ["team", "other-product", "bogus", None])
 def test_products_required_api_not_required_allows_any_key_and_none(
     client: httpx.Client, keys: dict[str, str], key_name: str | None

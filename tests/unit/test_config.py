@@ -151,3 +151,16 @@ def test_every_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     assert examples, "examples/ holds at least one config"
     for example in examples:
         build_runtime(load_config(example))
+
+
+def test_a_store_url_the_store_refuses_is_a_config_error_with_its_path() -> None:
+    found = issues_of(
+        """
+store: {url: "postgresql://aigw@db.internal:5432/aigw?schema=Bad-Name"}
+backends: {b: {url: "http://127.0.0.1:9"}}
+apis:
+  chat: {type: openai, backend: missing}
+"""
+    )
+    assert "schema name" in found["store.url"]
+    assert "apis.chat.backend" in found  # reported together with the other problems

@@ -118,3 +118,19 @@ async def test_non_ascii_credentials_are_refused_not_crashed(
     reply = await client.get("/products", headers={"Authorization": "Bearer tökén-ünïcode"})
     assert reply.status == 401
     assert reply.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+async def test_an_id_ending_in_a_newline_is_refused_before_anything_is_written(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, client_for: Any
+) -> None:
+    current = runtime(monkeypatch, tmp_path)
+    await current.start()
+    try:
+        client = await client_for(RuntimeHolder(current))
+        body = {"displayName": "x", "product": "starter", "id": "team-a\n"}
+        reply = await client.post("/subscriptions", json=body, headers=AUTH)
+        assert reply.status == 400
+        assert "id must" in (await reply.json())["message"]
+        assert await current.services.subscriptions.store.list_all() == []
+    finally:
+        await current.close()

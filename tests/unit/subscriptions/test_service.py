@@ -90,8 +90,14 @@ async def test_create_issues_two_distinct_keys_and_stores_only_their_hashes(
         ({"display_name": ""}, 400, "displayName"),
         ({"display_name": "x" * 201}, 400, "displayName"),
         ({"display_name": "bad\nname"}, 400, "displayName"),
+        # C1 controls (\x9b is a terminal's CSI) and bidi overrides would reach the CLI's tables.
+        ({"display_name": "bad\x9b31mname"}, 400, "displayName"),
+        ({"display_name": "bad\u202ename"}, 400, "displayName"),
         ({"subscription_id": "-bad"}, 400, "id must"),
+        # `$` alone would let a trailing newline through (into headers, tables and logs).
+        ({"subscription_id": "team-a\n"}, 400, "id must"),
         ({"owner_id": "has space"}, 400, "ownerId"),
+        ({"owner_id": "alice\n"}, 400, "ownerId"),
         ({"state": "suspended"}, 400, "'active' or 'submitted'"),
     ],
 )
@@ -107,6 +113,15 @@ async def test_create_refuses_bad_input_and_writes_nothing(
     assert caught.value.status == status and mention in caught.value.message
     assert await store.list_all() == []
     assert await store.audit_log() == []
+
+
+async def test_a_state_comment_must_be_printable(
+    service: SubscriptionService, store: SqliteStore
+) -> None:
+    made = await create(service)
+    with pytest.raises(ServiceError, match="comment"):
+        await service.set_state(made.id, "suspended", actor="tester", comment="late\x9b31m")
+    assert (await store.get(made.id)) == made
 
 
 async def test_expiry_must_be_in_the_future_at_creation(
@@ -226,3 +241,11 @@ def test_parse_datetime_accepts_iso_and_refuses_the_rest() -> None:
     assert parse_datetime("2027-01-31").tzinfo is not None
     with pytest.raises(ServiceError):
         parse_datetime("next tuesday")
+
+
+@pytest.mark.parametrize("text", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"])
+def test_parse_datetime_refuses_a_date_that_leaves_the_calendar_in_utc(text: str) -> None:
+    # Valid ISO 8601, but out of range once moved to UTC: a 400, not a crash (500).
+    with pytest.raises(ServiceError) as caught:
+        parse_datetime(text)
+    assert caught.value.status == 400

@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 
 from aigw.subscriptions import sqlite_store
+from aigw.subscriptions.directory import SubscriptionDirectory
 from aigw.subscriptions.keys import hash_key
 from aigw.subscriptions.model import AuditEntry, Scope, Subscription
 from aigw.subscriptions.postgres_store import PostgresStore
@@ -328,6 +329,29 @@ async def test_two_replicas_follow_each_others_writes(backend: Backend) -> None:
     with pytest.raises(ConcurrentUpdate):
         await one.update(a.with_changes(display_name="late"), a.revision, entry(a, "rename"))
     assert await two.changes_since(seen_by_two) == ([a2], a2.revision)
+
+
+async def test_a_local_write_never_hides_an_earlier_write_of_another_replica(
+    backend: Backend,
+) -> None:
+    """Replica one applies its own write at once; that must not move its place in the
+    change feed past a write of replica two that it has not fetched yet."""
+    one = SubscriptionDirectory(backend.make(), refresh_interval=60)
+    await one.start()
+    try:
+        two = await backend.open()
+        a = await two.insert(make_sub("a"), entry(make_sub("a")))
+        await one.refresh()
+        assert one.index.find("a-primary") == a
+        # Replica two suspends `a`; before replica one polls, it makes a change of its own.
+        await two.update(a.with_changes(state="suspended"), a.revision, entry(a, "suspend"))
+        b = await one.store.insert(make_sub("b"), entry(make_sub("b")))
+        one.index.apply([b])
+        await one.refresh()
+        found = one.index.find("a-primary")
+        assert found is not None and found.state == "suspended"
+    finally:
+        await one.close()
 
 
 async def test_a_database_from_a_newer_aigw_is_refused(backend: Backend) -> None:

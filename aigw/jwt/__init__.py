@@ -1,0 +1,1 @@
+"""JSON Web Tokens: parsing, keys, signatures and claims, strict by construction."""

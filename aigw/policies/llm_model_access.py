@@ -1,0 +1,115 @@
+"""`llm-model-access` (ours): which callers may use which model deployments or models,
+decided by a claim of the token `validate-jwt` admitted.
+
+Rules map claim values (e.g. role `ProdWorkload`, or `*` for any validated caller) to model
+patterns (`gpt-4o-prod`, `gpt-4.1-*`, `*`), matched case-insensitively against the routed
+deployment id (Azure OpenAI routes) or the request's `model`. A request no rule allows gets
+403 — the caller is authenticated, just not permitted — and so does a request without a
+validated token. On `/models` the backend's list is filtered to what the caller may use.
+"""
+
+from __future__ import annotations
+
+import json
+from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from aigw.config.model import kebab
+from aigw.context import RequestContext, Response
+from aigw.errors import BackendProtocolError, GatewayError
+from aigw.policies.base import Policy, PolicyConfig
+from aigw.policies.registry import register
+from aigw.policies.values import one_or_many
+
+if TYPE_CHECKING:
+    from aigw.jwt.validator import Jwt
+    from aigw.policies.build import BuildContext
+
+DENIED = "Access to this model is not allowed."
+MAX_MODEL_LIST_BYTES = 4 * 2**20
+_LLM_OPERATIONS = frozenset({"chat-completions", "completions", "embeddings", "responses"})
+
+
+class ModelRule(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=kebab, populate_by_name=True, frozen=True
+    )
+
+    claim_values: list[str] = Field(min_length=1)
+    models: list[str] = Field(min_length=1)
+
+    _many = field_validator("claim_values", "models", mode="before")(one_or_many)
+
+
+class ModelAccessConfig(PolicyConfig):
+    claim: str = Field("roles", min_length=1)
+    separator: str | None = Field(None, min_length=1)
+    rules: list[ModelRule] = Field(min_length=1)
+
+
+@register("llm-model-access")
+class ModelAccess(Policy):
+    config_model = ModelAccessConfig
+    enforcing = True
+    sections = frozenset({"inbound"})
+
+    def __init__(self, config: object, build: BuildContext) -> None:
+        assert isinstance(config, ModelAccessConfig)
+        super().__init__(config, build)
+        self.claim = config.claim
+        self.separator = config.separator
+        self.rules = tuple(
+            (frozenset(rule.claim_values), tuple(model.lower() for model in rule.models))
+            for rule in config.rules
+        )
+
+    def allows(self, jwt: Jwt | None, model: str | None) -> bool:
+        if jwt is None or not model:
+            return False
+        held = set(jwt.values(self.claim, self.separator))
+        name = model.lower()
+        return any(
+            ("*" in values or not values.isdisjoint(held))
+            and any(fnmatchcase(name, pattern) for pattern in patterns)
+            for values, patterns in self.rules
+        )
+
+    async def apply(self, ctx: RequestContext) -> Response | None:
+        if ctx.operation.id in _LLM_OPERATIONS and not self.allows(
+            ctx.jwt, ctx.deployment_id or ctx.model
+        ):
+            raise GatewayError(
+                DENIED,
+                status_code=403,
+                reason="ModelAccessDenied",
+                source=self.name,
+                detail=f"model {ctx.deployment_id or ctx.model!r}"
+                + ("" if ctx.jwt else " without a validated token"),
+            )
+        return None
+
+    async def on_response(self, ctx: RequestContext, response: Response) -> Response:
+        if self.shadow or ctx.operation.id != "models" or response.status_code != 200:
+            return response
+        body = await response.read(MAX_MODEL_LIST_BYTES)
+        listing: Any = None
+        if body is not None:
+            try:
+                listing = json.loads(body)
+            except ValueError:
+                listing = None
+        if not isinstance(listing, dict) or not isinstance(listing.get("data"), list):
+            # What cannot be filtered is not shown: the list could name forbidden models.
+            raise BackendProtocolError("Backend sent a model list that could not be filtered")
+        listing["data"] = [
+            item
+            for item in listing["data"]
+            if isinstance(item, dict) and self.allows(ctx.jwt, str(item.get("id", "")))
+        ]
+        response.body = json.dumps(listing).encode()
+        return response
+
+    def describe(self) -> str:
+        return f"{super().describe()} by claim {self.claim!r}, {len(self.rules)} rules"

@@ -1,0 +1,145 @@
+"""llm-model-access: claim values → allowed models, 403 otherwise, and the filtered /models."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from aigw.context import OperationInfo, RequestContext, Response
+from aigw.errors import BackendProtocolError, GatewayError
+from aigw.headers import Headers
+from aigw.jwt.validator import Jwt
+from aigw.policies.base import run_statements
+from aigw.policies.llm_model_access import ModelAccess
+from tests.unit.policies.conftest import build, build_one, issues_of, make_ctx
+
+RULES = {
+    "rules": [
+        {"claim-values": ["ProdWorkload"], "models": ["gpt-4o-prod", "gpt-4.1-*"]},
+        {"claim-values": ["Chatbot"], "models": "gpt-4o-mini"},
+        {"claim-values": ["*"], "models": ["text-embedding-3-small"]},
+    ]
+}
+
+
+def policy(**overrides: Any) -> ModelAccess:
+    built = build_one("llm-model-access", {**RULES, **overrides})
+    assert isinstance(built, ModelAccess)
+    return built
+
+
+def ctx_for(
+    roles: Any,
+    *,
+    model: str | None = None,
+    deployment: str | None = None,
+    op: str = "chat-completions",
+) -> RequestContext:
+    ctx = make_ctx()
+    ctx.operation = OperationInfo(op, op, "POST", "/x")
+    ctx.model, ctx.deployment_id = model, deployment
+    if roles is not None:
+        ctx.jwt = Jwt({"alg": "RS256"}, {"roles": roles, "sub": "app"})
+    return ctx
+
+
+def decide(access: ModelAccess, ctx: RequestContext) -> int:
+    try:
+        asyncio.run(access.apply(ctx))
+    except GatewayError as exc:
+        assert (
+            exc.reason == "ModelAccessDenied"
+            and exc.message == "Access to this model is not allowed."
+        )
+        return exc.status_code
+    return 200
+
+
+@pytest.mark.parametrize(
+    ("roles", "model", "expected"),
+    [
+        (["ProdWorkload"], "gpt-4o-prod", 200),
+        (["ProdWorkload"], "GPT-4.1-NANO", 200),  # case-insensitive, wildcard
+        (["ProdWorkload"], "gpt-4o-mini", 403),
+        (["Chatbot"], "gpt-4o-mini", 200),
+        (["Chatbot"], "gpt-4o-prod", 403),
+        ([], "text-embedding-3-small", 200),  # "*" = any validated caller
+        ([], "gpt-4o-mini", 403),
+        ("Chatbot", "gpt-4o-mini", 200),  # a single string claim
+        (["Chatbot", "ProdWorkload"], "gpt-4o-prod", 200),
+    ],
+)
+def test_rules_decide_by_claim_and_model(roles: Any, model: str, expected: int) -> None:
+    assert decide(policy(), ctx_for(roles, model=model)) == expected
+
+
+def test_the_routed_deployment_wins_over_the_body_model() -> None:
+    ctx = ctx_for(["Chatbot"], model="gpt-4o-mini", deployment="gpt-4o-prod")
+    assert decide(policy(), ctx) == 403
+
+
+def test_without_a_validated_token_or_a_model_nothing_is_allowed() -> None:
+    assert decide(policy(), ctx_for(None, model="text-embedding-3-small")) == 403
+    assert decide(policy(), ctx_for(["ProdWorkload"], model=None)) == 403
+
+
+def test_a_separator_splits_a_string_claim() -> None:
+    access = policy(claim="scp", separator=" ")
+    ctx = ctx_for(None, model="gpt-4o-mini")
+    ctx.jwt = Jwt({}, {"scp": "read Chatbot write"})
+    assert decide(access, ctx) == 200
+
+
+def test_operations_without_a_model_are_not_checked() -> None:
+    assert decide(policy(), ctx_for(None, op="models")) == 200
+    assert decide(policy(), ctx_for(None, op="get-item")) == 200
+
+
+def test_shadow_mode_records_instead_of_refusing() -> None:
+    access = policy(shadow=True)
+    ctx = ctx_for(["Chatbot"], model="gpt-4o-prod")
+    assert asyncio.run(run_statements([access], ctx)) is None
+    assert ctx.shadow_rejections == ["ModelAccessDenied"]
+
+
+async def _chunks(body: bytes) -> AsyncIterator[bytes]:
+    for index in range(0, len(body), 7):
+        yield body[index : index + 7]
+
+
+def listing(*models: str) -> Response:
+    body = json.dumps({"object": "list", "data": [{"id": m, "object": "model"} for m in models]})
+    return Response(
+        200, Headers([("content-type", "application/json")]), stream=_chunks(body.encode())
+    )
+
+
+def test_the_model_list_keeps_only_allowed_models() -> None:
+    access = policy()
+    ctx = ctx_for(["Chatbot"], op="models")
+    filtered = asyncio.run(
+        access.on_response(ctx, listing("gpt-4o-prod", "gpt-4o-mini", "text-embedding-3-small"))
+    )
+    assert filtered.stream is None
+    assert [m["id"] for m in json.loads(filtered.body)["data"]] == [
+        "gpt-4o-mini",
+        "text-embedding-3-small",
+    ]
+
+
+def test_a_model_list_that_cannot_be_read_is_not_passed_on() -> None:
+    access = policy()
+    broken = Response(200, Headers(), stream=_chunks(b"<html>oops</html>"))
+    with pytest.raises(BackendProtocolError):
+        asyncio.run(access.on_response(ctx_for(["Chatbot"], op="models"), broken))
+
+
+def test_config_errors() -> None:
+    assert issues_of("llm-model-access", {"rules": []})
+    assert issues_of("llm-model-access", {"rules": [{"claim-values": ["a"]}]})
+    _, problems = build([{"llm-model-access": RULES}], section="outbound")
+    assert problems
