@@ -20,6 +20,7 @@ from aigw.jsonbody import parse_strict_json, serialize_json
 if TYPE_CHECKING:
     from aigw.jwt.validator import Jwt
     from aigw.policies.base import Policy
+    from aigw.usage.meter import UsageMeter
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +280,7 @@ class RequestContext:
         "model",
         "observers",
         "operation",
+        "policy_state",
         "product",
         "request",
         "request_id",
@@ -289,6 +291,7 @@ class RequestContext:
         "started",
         "subscription",
         "timestamp",
+        "usage_meter",
         "user",
         "variables",
     )
@@ -328,6 +331,10 @@ class RequestContext:
         self.shadow_rejections: list[str] = []
         self.first_byte_at: float | None = None
         self.client_disconnected = False
+        # Token usage of this request, when a policy needs it (limits, metrics).
+        self.usage_meter: UsageMeter | None = None
+        # Per-request state of policies, keyed by the policy (e.g. what a limit reserved).
+        self.policy_state: dict[object, Any] = {}
 
     @property
     def claims(self) -> ClaimsView | None:

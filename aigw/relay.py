@@ -78,6 +78,8 @@ async def _stream_body(
             if ctx is not None:
                 if ctx.first_byte_at is None:
                     ctx.first_byte_at = ctx.clock.monotonic()
+                if ctx.usage_meter is not None:
+                    chunk = ctx.usage_meter.on_chunk(chunk)
                 for policy in observers:
                     chunk = policy.on_chunk(ctx, chunk)
             if chunk:
@@ -87,4 +89,5 @@ async def _stream_body(
             ctx.last_error = LastError.from_error(exc, "outbound")
         log.warning("response stream from backend broke: %s", exc.reason)
         raise StreamAborted(exc.reason) from None
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    tail = ctx.usage_meter.end_of_stream() if ctx is not None and ctx.usage_meter else b""
+    await send({"type": "http.response.body", "body": tail, "more_body": False})

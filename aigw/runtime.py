@@ -207,7 +207,7 @@ def build_runtime(loaded: LoadedConfig) -> Runtime:
     products = _product_entries(config)
     store = _store(loaded, issues)
     index = SubscriptionIndex()
-    build = BuildContext(issues=issues, backend_ids=frozenset(config.backends))
+    build = BuildContext(issues=issues, backend_ids=frozenset(config.backends), settings=config)
     global_scope = _scope(build, config.policies, "policies")
     product_scopes = {
         pid: _scope(build, product.policies, f"products.{pid}.policies")

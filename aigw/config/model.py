@@ -188,6 +188,20 @@ class StoreConfig(Strict):
         return self
 
 
+class CountersConfig(Strict):
+    """Where limit counters live: in this process (default), or in Redis, shared by every
+    worker and replica (`redis://[:password@]host:6379/0`, `rediss://` for TLS)."""
+
+    url: str | None = None
+    timeout: Annotated[float, Field(gt=0, le=10)] = 0.5
+
+    @model_validator(mode="after")
+    def _redis_url(self) -> CountersConfig:
+        if self.url is not None and not self.url.startswith(("redis://", "rediss://")):
+            raise ValueError("'url' must start with 'redis://' or 'rediss://'")
+        return self
+
+
 class AdminConfig(Strict):
     """The admin API's own listener; it runs only when `token` is set (from a secret)."""
 
@@ -199,6 +213,7 @@ class AdminConfig(Strict):
 class GatewayConfig(Strict):
     gateway: GatewaySettings = GatewaySettings()
     store: StoreConfig = StoreConfig()
+    counters: CountersConfig = CountersConfig()
     admin: AdminConfig = AdminConfig()
     named_values: dict[Identifier, NamedValueConfig] = {}
     backends: dict[Identifier, BackendConfig] = {}

@@ -1,7 +1,8 @@
 """The checks on a verified token's claims: lifetime, issuer, audience, required claims.
 
 Issuer and audience values are compared exactly (no prefix, substring or case folding);
-times are NumericDate seconds, with a configured skew in the caller's favour only.
+times are NumericDate seconds, with a configured skew in the caller's favour only. Details
+quote token values shortened: they are logged for every refused request.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def check_lifetime(
 def check_issuer(claims: Mapping[str, Any], allowed: Iterable[str]) -> None:
     issuer = claims.get("iss")
     if not isinstance(issuer, str) or issuer not in allowed:
-        raise TokenRejected("TokenIssuerNotAllowed", f"issuer {issuer!r} is not allowed")
+        raise TokenRejected("TokenIssuerNotAllowed", f"issuer {issuer!r:.200} is not allowed")
 
 
 def check_audience(claims: Mapping[str, Any], allowed: frozenset[str]) -> None:
@@ -62,7 +63,7 @@ def check_audience(claims: Mapping[str, Any], allowed: frozenset[str]) -> None:
     if not isinstance(values, list) or not any(
         isinstance(value, str) and value in allowed for value in values
     ):
-        raise TokenRejected("TokenAudienceNotAllowed", f"audience {audience!r} is not allowed")
+        raise TokenRejected("TokenAudienceNotAllowed", f"audience {audience!r:.200} is not allowed")
 
 
 def claim_values(claims: Mapping[str, Any], name: str, separator: str | None = None) -> list[str]:

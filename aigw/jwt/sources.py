@@ -6,7 +6,8 @@ it does not know triggers at most one refetch per `unknown_key_cooldown`, shared
 requests waiting for it (single flight). A failed or invalid fetch (error status, not JSON,
 oversized, no usable key, wrong issuer) never replaces a good key set; until a first key set
 arrives, no token verifies (fail closed). The gateway never fetches a URL a token names:
-only the configured discovery URL and the `jwks_uri` it lists.
+only the configured discovery URL and the `jwks_uri` it lists (plain HTTP to loopback only
+when the discovery URL is too).
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ class KeySource(Protocol):
     @property
     def issuer(self) -> str | None:
         """The issuer this source vouches for (discovery's `issuer`), if any."""
+
+    def vouches_for(self, issuer: object) -> bool:
+        """Whether only this source's keys may verify a token naming `issuer`."""
 
     def candidates(self, kid: str | None, alg: str) -> list[VerificationKey]: ...
 
@@ -65,6 +69,9 @@ class StaticKeys:
     @property
     def issuer(self) -> str | None:
         return None
+
+    def vouches_for(self, issuer: object) -> bool:
+        return self.issuer is not None and issuer == self.issuer
 
     def candidates(self, kid: str | None, alg: str) -> list[VerificationKey]:
         return _matching(self.keys, kid, alg)
@@ -123,6 +130,13 @@ class OidcKeySource:
     def ready(self) -> bool:
         return bool(self._keys)
 
+    def vouches_for(self, issuer: object) -> bool:
+        # From the URL, not the fetched document: the issuer stays ours while the provider
+        # is unreachable, so no other key can speak for it meanwhile.
+        return isinstance(issuer, str) and issuer.rstrip("/") + DISCOVERY_SUFFIX == (
+            self.discovery_url
+        )
+
     def candidates(self, kid: str | None, alg: str) -> list[VerificationKey]:
         return _matching(self._keys, kid, alg)
 
@@ -159,7 +173,14 @@ class OidcKeySource:
             task.add_done_callback(self._fetch_done)
             self._inflight = task
         # Shielded: a caller that goes away must not cancel the fetch others wait for.
-        return await asyncio.shield(self._inflight)
+        inflight = self._inflight
+        try:
+            return await asyncio.shield(inflight)
+        except asyncio.CancelledError:
+            waiter = asyncio.current_task()
+            if inflight.cancelled() and waiter is not None and not waiter.cancelling():
+                return False  # close() ended the fetch: no new keys, the request fails closed
+            raise
 
     def _fetch_done(self, task: asyncio.Task[bool]) -> None:
         if self._inflight is task:
@@ -202,6 +223,10 @@ class OidcKeySource:
             check_url(jwks_uri, "jwks_uri")
         except ValueError as exc:
             raise FetchFailed(str(exc)) from None
+        if urlsplit(jwks_uri).scheme == "http" and urlsplit(self.discovery_url).scheme != "http":
+            # Plain HTTP on loopback is for local providers: a remote provider's document
+            # must not send the gateway to a port on its own machine.
+            raise FetchFailed(f"jwks_uri {jwks_uri!r} is plain HTTP, its provider is not")
         try:
             return issuer, keys_from_jwks(await self._get_json(jwks_uri), jwks_uri)
         except UnusableKey as exc:

@@ -1,8 +1,8 @@
 """Validating a token end to end: parse, find the key, verify, then check the claims.
 
-Signature checks are the expensive part (~50 µs for RS256), so a token whose signature was
-verified is remembered by the SHA-256 of the whole token for a short while; its lifetime and
-claims are still checked on every use.
+Signature checks are the expensive part (~50 µs for RS256), so an admitted token is
+remembered by the SHA-256 of the whole token for a short while; its lifetime and claims are
+still checked on every use. A token whose issuer could never pass is refused before that.
 """
 
 from __future__ import annotations
@@ -86,11 +86,11 @@ class JwtValidator:
         """The validated token, or TokenRejected with the reason."""
         digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
         verified = self._verified.get(digest)
-        if verified is None or verified.until <= now:
+        fresh = verified is None or verified.until <= now
+        if verified is None or fresh:
             parsed = parse_token(token)
-            issuer = await self._verify(parsed)
+            issuer = await self._verify(parsed, self._sources_for(parsed.claims.get("iss")))
             verified = _Verified(parsed, issuer, now + CACHE_SECONDS)
-            self._remember(digest, verified)
         claims = verified.token.claims
         rules = self.rules
         check_lifetime(claims, now, rules.clock_skew, rules.require_expiration)
@@ -100,16 +100,28 @@ class JwtValidator:
         check_issuer(claims, allowed)
         check_audience(claims, rules.audiences)
         check_required(claims, rules.required_claims)
+        if fresh:  # only admitted tokens: others must neither fill the cache nor evict
+            self._remember(digest, verified)
         # Read-only views: the same token's cached claims serve later requests too.
         return Jwt(MappingProxyType(verified.token.header), MappingProxyType(claims))
 
-    async def _verify(self, token: ParsedToken) -> str | None:
-        """Find a key that verifies the signature; returns its source's issuer."""
+    def _sources_for(self, claimed: object) -> Sequence[KeySource]:
+        """The sources whose keys may verify a token naming `claimed` as its issuer.
+
+        A provider's issuer is verified by that provider's keys only, even when `issuers`
+        lists several (providers may share keys, as Entra ID tenants do, but one provider's
+        key never speaks for another's issuer). An issuer that could never pass is refused
+        here, before any signature check."""
+        vouching = [source for source in self.sources if source.vouches_for(claimed)]
+        if vouching:
+            return vouching
+        if isinstance(claimed, str) and claimed in self.rules.issuers:
+            return self.sources
+        raise TokenRejected("TokenIssuerNotAllowed", f"issuer {claimed!r:.200} is not allowed")
+
+    async def _verify(self, token: ParsedToken, sources: Sequence[KeySource]) -> str | None:
+        """Find a key of `sources` that verifies the signature; returns its source's issuer."""
         alg, kid = token.alg, token.kid
-        # Providers may share signing keys (Entra ID tenants do): the source whose issuer the
-        # token names is tried first, so the issuer check sees the source that vouches for it.
-        claimed = token.claims.get("iss")
-        sources = sorted(self.sources, key=lambda source: source.issuer != claimed)
         for attempt in range(2):
             tried = False
             for source in sources:
@@ -119,15 +131,16 @@ class JwtValidator:
                         return source.issuer
             if tried:
                 raise TokenRejected("TokenSignatureInvalid", f"signature does not verify ({alg})")
-            if attempt == 0 and not await self._refetch(kid):
+            if attempt == 0 and not await self._refetch(sources, kid):
                 break
         raise TokenRejected(
-            "TokenSignatureKeyNotFound", f"no key for kid {kid!r} and algorithm {alg}"
+            "TokenSignatureKeyNotFound", f"no key for kid {kid!r:.80} and algorithm {alg}"
         )
 
-    async def _refetch(self, kid: str | None) -> bool:
+    @staticmethod
+    async def _refetch(sources: Sequence[KeySource], kid: str | None) -> bool:
         changed = False
-        for source in self.sources:
+        for source in sources:
             changed = await source.refetch_for(kid) or changed
         return changed
 

@@ -40,6 +40,8 @@ async def _run_sections(chain: Chain, ctx: RequestContext, terminal: Terminal) -
     if result is not None:
         return result
     ctx.response = await terminal(ctx)
+    if ctx.usage_meter is not None:  # first, so policies' response hooks see the usage
+        ctx.response = await ctx.usage_meter.on_response(ctx.response)
     for policy in ctx.observers:
         if policy.observes_response:
             ctx.response = await policy.on_response(ctx, ctx.response)
@@ -83,6 +85,11 @@ async def _discard_upstream(ctx: RequestContext, replacement: Response) -> None:
 
 async def complete(ctx: RequestContext) -> None:
     """Run every registered completion hook once; one failing hook never skips the others."""
+    if ctx.usage_meter is not None:
+        try:
+            await ctx.usage_meter.finish()  # once, before the hooks that settle usage
+        except Exception:
+            log.exception("counting usage failed (request %s)", ctx.request_id)
     for policy in ctx.observers:
         if policy.observes_completion:
             try:

@@ -37,6 +37,8 @@ class BuildContext:
     section: str = "inbound"
     path: str = ""
     services: Any = None
+    # The whole config, for policies that need gateway-wide settings (counter store).
+    settings: Any = None
     # One instance per key, shared by every policy that asks for it (e.g. one key fetcher
     # per discovery URL); the runtime starts and closes them.
     resources: dict[Hashable, Resource] = field(default_factory=dict)

@@ -5,12 +5,15 @@ Rules map claim values (e.g. role `ProdWorkload`, or `*` for any validated calle
 patterns (`gpt-4o-prod`, `gpt-4.1-*`, `*`), matched case-insensitively against the routed
 deployment id (Azure OpenAI routes) or the request's `model`. A request no rule allows gets
 403 — the caller is authenticated, just not permitted — and so does a request without a
-validated token. On `/models` the backend's list is filtered to what the caller may use.
+validated token, or to an operation that names no deployment or model. On `/models` the
+backend's list (asked for uncompressed, decoded if it comes gzip/deflate anyway) is filtered
+to what the caller may use.
 """
 
 from __future__ import annotations
 
 import json
+import zlib
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +32,6 @@ if TYPE_CHECKING:
 
 DENIED = "Access to this model is not allowed."
 MAX_MODEL_LIST_BYTES = 4 * 2**20
-_LLM_OPERATIONS = frozenset({"chat-completions", "completions", "embeddings", "responses"})
 
 
 class ModelRule(BaseModel):
@@ -77,9 +79,14 @@ class ModelAccess(Policy):
         )
 
     async def apply(self, ctx: RequestContext) -> Response | None:
-        if ctx.operation.id in _LLM_OPERATIONS and not self.allows(
-            ctx.jwt, ctx.deployment_id or ctx.model
-        ):
+        if ctx.operation.id == "models":
+            # The list is read to be filtered: ask for it uncompressed (no header would mean
+            # any coding is fine, RFC 9110 §12.5.3).
+            ctx.request.headers.set("accept-encoding", "identity")
+            return None
+        # Any other operation (an `http` API's own too) is decided by its routed deployment
+        # or model; one without either is refused, never let through unchecked.
+        if not self.allows(ctx.jwt, ctx.deployment_id or ctx.model):
             raise GatewayError(
                 DENIED,
                 status_code=403,
@@ -93,12 +100,16 @@ class ModelAccess(Policy):
     async def on_response(self, ctx: RequestContext, response: Response) -> Response:
         if self.shadow or ctx.operation.id != "models" or response.status_code != 200:
             return response
+        encoding = (response.headers.get("content-encoding") or "identity").strip().lower()
         body = await response.read(MAX_MODEL_LIST_BYTES)
+        if body is not None and encoding != "identity":
+            body = _decompressed(body, encoding)
+            response.headers.delete("content-encoding")
         listing: Any = None
         if body is not None:
             try:
                 listing = json.loads(body)
-            except ValueError:
+            except (ValueError, RecursionError):
                 listing = None
         if not isinstance(listing, dict) or not isinstance(listing.get("data"), list):
             # What cannot be filtered is not shown: the list could name forbidden models.
@@ -113,3 +124,18 @@ class ModelAccess(Policy):
 
     def describe(self) -> str:
         return f"{super().describe()} by claim {self.claim!r}, {len(self.rules)} rules"
+
+
+def _decompressed(body: bytes, encoding: str) -> bytes | None:
+    """A gzip or deflate body decoded, at most MAX_MODEL_LIST_BYTES; None if it cannot be."""
+    wbits = {"gzip": 31, "x-gzip": 31, "deflate": 15}.get(encoding)
+    if wbits is None:
+        return None
+    inflater = zlib.decompressobj(wbits)
+    try:
+        data = inflater.decompress(body, MAX_MODEL_LIST_BYTES + 1)
+    except zlib.error:
+        return None
+    if len(data) > MAX_MODEL_LIST_BYTES or not inflater.eof or inflater.unused_data:
+        return None
+    return data

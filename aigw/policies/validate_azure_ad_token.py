@@ -1,7 +1,8 @@
 """`validate-azure-ad-token`: `validate-jwt` for Microsoft Entra ID, configured by tenant.
 
-Keys and issuer come from the tenant's v2.0 discovery document. With a tenant GUID, v1.0
-tokens (issuer `https://sts.windows.net/{tenant}/`) are accepted too, as APIM does. The
+Keys and issuer come from the tenant's v2.0 discovery document; the tenant is given by its
+id (GUID). v1.0 tokens (issuer `https://sts.windows.net/{tenant}/`) are accepted too, as APIM
+does. The
 token's audience must be one of `audiences` or `backend-application-ids` (as the GUID or as
 `api://{id}`), and when `client-application-ids` are given, the calling application (`azp`,
 or `appid` in v1.0 tokens) must be one of them.
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from aigw.policies.build import BuildContext
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
-_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
 
 
 class ValidateAzureAdTokenConfig(TokenPolicyConfig):
@@ -47,17 +47,17 @@ class ValidateAzureAdToken(TokenPolicy):
     def __init__(self, config: object, build: BuildContext) -> None:
         assert isinstance(config, ValidateAzureAdTokenConfig)
         super().__init__(config, build)
-        tenant = config.tenant_id
-        if not _TENANT.match(tenant) or tenant.lower() in ("common", "organizations", "consumers"):
-            build.error("must be one tenant's id (GUID) or domain name", ".tenant-id")
+        # Entra ID's discovery document names the tenant by its id, in lower case, even when
+        # fetched by domain name: a domain could never match the issuer, so only ids are taken.
+        tenant = config.tenant_id.lower()
+        if not _GUID.match(tenant):
+            build.error("must be the tenant's id (a GUID), not a domain name", ".tenant-id")
         endpoint = config.authentication_endpoint.rstrip("/")
         discovery = f"{endpoint}/{tenant}/v2.0/.well-known/openid-configuration"
         source = oidc_source(
             build, OpenIdConfig.model_validate({"url": discovery}), ".authentication-endpoint"
         )
-        issuers: frozenset[str] = frozenset()
-        if _GUID.match(tenant):
-            issuers = frozenset({f"{endpoint}/{tenant}/v2.0", f"https://sts.windows.net/{tenant}/"})
+        issuers = frozenset({f"{endpoint}/{tenant}/v2.0", f"https://sts.windows.net/{tenant}/"})
         audiences = frozenset(config.audiences) | {
             form for app in config.backend_application_ids for form in (app, f"api://{app}")
         }

@@ -7,7 +7,7 @@ Connect discovery (`openid-config`) or the config (`issuer-signing-keys`). Failu
 `WWW-Authenticate: Bearer` challenge; why a token failed goes to the log and
 `context.LastError.Reason`, never to the caller. On success the claims are available as
 `context.Claims` (and the variable named by `output-token-variable-name`), and the token is
-removed from the request unless `keep-token` is set.
+removed from the request (even when refused, for shadow mode) unless `keep-token` is set.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from pydantic import field_validator, model_validator
 
 from aigw.context import RequestContext, Response
-from aigw.errors import GatewayError
+from aigw.errors import ExpressionEvaluationFailure, GatewayError
 from aigw.jwt.errors import TokenRejected
 from aigw.jwt.sources import KeySource
 from aigw.jwt.validator import Jwt, JwtValidator, ValidationRules
@@ -107,37 +107,61 @@ class TokenPolicy(Policy):
             )
 
     def admitted(self, ctx: RequestContext, jwt: Jwt) -> None:
-        ctx.jwt = jwt
         if self.variable:
             ctx.variables[self.variable] = jwt
+        if self.shadow and ctx.jwt is not None:
+            return  # a policy on trial never replaces the identity an enforcing one admitted
+        ctx.jwt = jwt
 
     def _take_token(self, ctx: RequestContext) -> str | None:
+        # The token is removed before any check: in shadow mode a refused one goes on too.
         request = ctx.request
         if self.token_value is not None:
-            return text_of(self.token_value, ctx) or None
+            return self._evaluated_token(ctx)
         if self.header is not None:
             values = request.headers.get_all(self.header)
             if not values:
                 return None
+            in_query = bool(request.query_string and request.query_value(_QUERY_TOKEN))
+            if not self.keep_token:
+                request.headers.delete(self.header)
+                if in_query:
+                    request.query = [(k, v) for k, v in request.query if k != _QUERY_TOKEN]
             if len(values) > 1:
                 raise self._failure("JwtInvalid", INVALID, "token header sent more than once")
-            if request.query_string and request.query_value(_QUERY_TOKEN):
+            if in_query:
                 raise self._failure("JwtInvalid", INVALID, "token sent in header and query")
             value = values[0].strip()
             if self.scheme is not None:
                 scheme, _, value = value.partition(" ")
                 if scheme.lower() != self.scheme.lower():
                     raise self._failure("JwtInvalid", INVALID, f"scheme is not {self.scheme}")
-            if not self.keep_token:
-                request.headers.delete(self.header)
             return value.strip() or None
         assert self.query is not None
         found = [value for key, value in request.query if key == self.query]
-        if len(found) > 1:
-            raise self._failure("JwtInvalid", INVALID, "token parameter sent more than once")
         if found and not self.keep_token:
             request.query = [(key, value) for key, value in request.query if key != self.query]
+        if len(found) > 1:
+            raise self._failure("JwtInvalid", INVALID, "token parameter sent more than once")
         return found[0].strip() or None if found else None
+
+    def _evaluated_token(self, ctx: RequestContext) -> str | None:
+        assert self.token_value is not None
+        try:
+            token = text_of(self.token_value, ctx)
+        except ExpressionEvaluationFailure as exc:  # e.g. a header the caller did not send
+            raise self._failure("TokenNotPresent", NOT_PRESENT, exc.detail) from None
+        # The expression may read the token from anywhere: whatever carries it as its whole
+        # value (or after a scheme) is removed. Only JWT-shaped values, so that a garbage
+        # value let through in shadow mode cannot strip unrelated headers equal to it.
+        if token and not self.keep_token and token.count(".") >= 2:
+            request = ctx.request
+            for name, value in request.headers.items():
+                if token in (value.strip(), value.strip().partition(" ")[2].strip()):
+                    request.headers.delete(name)
+            if request.query_string and any(value == token for _, value in request.query):
+                request.query = [(k, v) for k, v in request.query if v != token]
+        return token or None
 
     def _failure(self, reason: str, message: str, detail: str | None) -> GatewayError:
         challenge = 'Bearer error="invalid_token"' if reason != "TokenNotPresent" else "Bearer"

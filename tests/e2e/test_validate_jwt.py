@@ -6,10 +6,13 @@ model access per role, key rotation, a flood of unknown key ids, and the provide
 from __future__ import annotations
 
 import base64
+import gzip
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +68,43 @@ def jwt_policies(idp: OidcProvider, **extra: Any) -> list[dict[str, Any]]:
     ]
 
 
+class GzipModels(BaseHTTPRequestHandler):
+    """A backend that sends its model list gzip-compressed whatever the client asked for,
+    and remembers the Accept-Encoding it got."""
+
+    accept_encoding: list[str | None] = []
+
+    def do_GET(self) -> None:
+        GzipModels.accept_encoding.append(self.headers.get("accept-encoding"))
+        listing = {"object": "list", "data": [{"id": m, "object": "model"} for m in MODELS]}
+        body = gzip.compress(json.dumps(listing).encode())
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-encoding", "gzip")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def gzip_backend() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), GzipModels)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
 @pytest.fixture(scope="module")
 def gateway(
-    tmp_path_factory: pytest.TempPathFactory, idp: OidcProvider, echo: RecordingBackend
+    tmp_path_factory: pytest.TempPathFactory,
+    idp: OidcProvider,
+    echo: RecordingBackend,
+    gzip_backend: str,
 ) -> Iterator[Gateway]:
     open_api = {"subscription-required": False}
     config = {
@@ -75,6 +112,7 @@ def gateway(
         "backends": {
             "demo": {"type": "demo", "demo": {"extra-models": MODELS}},
             "echo": {"url": echo.url},
+            "gzip": {"url": gzip_backend},
         },
         "policies": {
             "outbound": [
@@ -102,6 +140,13 @@ def gateway(
                 "type": "openai",
                 "path": "echo",
                 "backend": "echo",
+                **open_api,
+                "policies": {"inbound": jwt_policies(idp)},
+            },
+            "gzip": {
+                "type": "openai",
+                "path": "gzip",
+                "backend": "gzip",
                 **open_api,
                 "policies": {"inbound": jwt_policies(idp)},
             },
@@ -317,6 +362,18 @@ def test_the_model_list_shows_only_what_the_caller_may_use(
     assert listed("app-prod") == ["gpt-4.1-nano", "gpt-4o-prod", "text-embedding-3-small"]
     assert listed("app-chatbot") == ["gpt-4o-mini", "text-embedding-3-small"]
     assert listed("app-none") == ["text-embedding-3-small"]
+
+
+def test_a_gzip_model_list_is_filtered_too(gateway: Gateway, idp: OidcProvider) -> None:
+    # The openai SDK asks for gzip; the gateway asks the backend for an uncompressed list
+    # but copes with one compressed anyway.
+    client = openai.OpenAI(
+        base_url=gateway.url + "/gzip/v1", api_key=idp.token("app-chatbot"), max_retries=0
+    )
+    raw = client.models.with_raw_response.list()
+    assert sorted(model.id for model in raw.parse()) == ["gpt-4o-mini", "text-embedding-3-small"]
+    assert "content-encoding" not in raw.http_response.headers
+    assert GzipModels.accept_encoding[-1] == "identity"
 
 
 # -- keys over time -------------------------------------------------------------------------

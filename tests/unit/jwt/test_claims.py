@@ -165,6 +165,16 @@ def test_missing_audience_is_refused() -> None:
     assert reason(check_audience, {}, frozenset({AUDIENCE})) == "TokenAudienceNotAllowed"
 
 
+def test_token_values_are_shortened_in_the_detail() -> None:
+    # The detail is logged for every refused request: a 16 KiB claim is not copied there.
+    checks = ((check_issuer, "iss", frozenset({ISSUER})), (check_audience, "aud", frozenset()))
+    for check, name, allowed in checks:
+        for value in ("x" * 10_000, ["x" * 10_000]):
+            with pytest.raises(TokenRejected) as info:
+                check({name: value}, allowed)
+            assert len(info.value.detail) < 300
+
+
 # -- required claims ---------------------------------------------------------------------------
 
 

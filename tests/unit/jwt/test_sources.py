@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 
 from aigw.jwt.errors import TokenRejected
+from aigw.jwt.keys import from_jwk
 from aigw.jwt.sources import FetchLimits, OidcKeySource, StaticKeys, check_url
 from aigw.jwt.validator import JwtValidator, ValidationRules
 from tests.unit.jwt.minting import AUDIENCE, NOW, Signer, claims, mint, signer
@@ -165,6 +166,25 @@ async def test_a_jwks_uri_elsewhere_on_loopback_is_allowed(
 ) -> None:
     provider.discovery_override = {"jwks_uri": provider.issuer + "/other-keys"}
     assert (await started(provider, sources)).ready
+
+
+async def test_a_remote_provider_cannot_send_the_gateway_to_plain_http_on_loopback(
+    provider: Provider, sources: list[OidcKeySource], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Plain HTTP on loopback is for local providers, not a door a remote document opens.
+    remote = "https://login.example/t/.well-known/openid-configuration"
+    source = OidcKeySource(remote, FAST)
+    sources.append(source)
+    fetch = source._get_json
+
+    async def get_json(url: str) -> dict[str, Any]:
+        if url == remote:
+            return {"issuer": "https://login.example/t", "jwks_uri": provider.issuer + "/keys"}
+        return await fetch(url)
+
+    monkeypatch.setattr(source, "_get_json", get_json)
+    await source.start()
+    assert not source.ready and provider.jwks_hits == 0
 
 
 def test_discovery_urls_must_be_https_or_loopback_http() -> None:
@@ -492,6 +512,33 @@ async def test_close_during_a_fetch_ends_it_at_once(
     await source.close()
     await asyncio.wait([pending], timeout=1)
     assert pending.done() and time.monotonic() - began < 1
+
+
+async def test_close_during_a_fetch_fails_the_waiting_requests_closed(
+    provider: Provider, sources: list[OidcKeySource]
+) -> None:
+    limits = FetchLimits(timeout=5, unknown_key_cooldown=0.0, refresh_interval=3600)
+    source = await started(provider, sources, limits)
+    provider.jwks_reply = provider.hang
+    waiting = asyncio.ensure_future(validator_for(source).validate(token(provider, KEY_C), NOW))
+    await asyncio.sleep(0.05)
+    await source.close()
+    await asyncio.wait([waiting], timeout=1)
+    assert waiting.done() and not waiting.cancelled()
+    error = waiting.exception()
+    assert isinstance(error, TokenRejected) and error.reason == "TokenSignatureKeyNotFound"
+
+
+async def test_a_provider_not_fetched_yet_still_owns_its_issuer(provider: Provider) -> None:
+    # While A's provider is unreachable, another trusted key must not speak for A's issuer.
+    unreached = OidcKeySource(provider.url, FAST)
+    other = StaticKeys([from_jwk(KEY_C.public_jwk())])
+    rules = ValidationRules(frozenset({AUDIENCE}), frozenset({provider.issuer, "partner"}))
+    validator = JwtValidator([unreached, other], rules)
+    assert await validator.validate(mint(claims(iss="partner"), KEY_C), NOW)
+    assert await reason(validator, token(provider, KEY_C)) == "TokenSignatureKeyNotFound"
+    assert unreached.vouches_for(provider.issuer) and unreached.vouches_for(provider.issuer + "/")
+    assert not unreached.vouches_for(provider.base) and not unreached.vouches_for(None)
 
 
 async def test_an_unstarted_source_fails_closed_without_fetching(provider: Provider) -> None:

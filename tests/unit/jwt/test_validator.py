@@ -64,6 +64,9 @@ class CountingSource:
         self.lookups += 1
         return self.inner.candidates(kid, alg)
 
+    def vouches_for(self, issuer: object) -> bool:
+        return self.inner.vouches_for(issuer)
+
     async def refetch_for(self, kid: str | None) -> bool:
         self.refetches += 1
         if self.on_refetch and self.inner.keys != self.on_refetch:
@@ -340,6 +343,24 @@ async def test_a_rejected_token_is_not_cached(monkeypatch: pytest.MonkeyPatch) -
     assert source.lookups == 3
 
 
+async def test_only_admitted_tokens_are_cached(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Entra ID signs every tenant's tokens with the same keys: tokens for other audiences
+    # (or other tenants) verify, but must neither fill the cache nor evict admitted ones.
+    monkeypatch.setattr(validator_module, "CACHE_ENTRIES", 2)
+    key = signer("RS256", kid="a")
+    source = CountingSource(StaticKeys([jwk_key(key)]))
+    validator = make(sources=[source])
+    good = mint(claims(), key)
+    assert await validator.validate(good, NOW)
+    for n in range(5):
+        foreign = mint(claims(aud=f"api://other-{n}"), key)
+        assert await reason(validator, foreign) == "TokenAudienceNotAllowed"
+    assert source.lookups == 6
+    assert await validator.validate(good, NOW)
+    assert source.lookups == 6  # still cached
+    assert len(validator._verified) == 1
+
+
 async def test_the_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(validator_module, "CACHE_ENTRIES", 3)
     key = signer("ES256", kid="a")
@@ -366,13 +387,47 @@ async def test_the_issuer_comes_from_the_source_that_verified_the_token() -> Non
     validator = make(sources=sources, rules=SOURCE_RULES)
     assert (await validator.validate(mint(claims(iss=ISSUER), a), NOW)).issuer == ISSUER
     assert (await validator.validate(mint(claims(iss=ISSUER_B), b), NOW)).issuer == ISSUER_B
-    # Signed by A's key, claiming B's issuer: A cannot speak for B.
+    # Signed by A's key, claiming B's issuer: A cannot speak for B (only B's keys are tried).
     forged = mint(claims(iss=ISSUER_B), a)
-    assert await reason(validator, forged) == "TokenIssuerNotAllowed"
+    assert await reason(validator, forged) == "TokenSignatureKeyNotFound"
     forged = mint(claims(iss=ISSUER_B), a.with_kid(None))
-    assert await reason(validator, forged) == "TokenIssuerNotAllowed"
+    assert await reason(validator, forged) == "TokenSignatureInvalid"
     forged = mint(claims(iss=ISSUER_B), a.with_kid("b"))
     assert await reason(validator, forged) == "TokenSignatureInvalid"
+
+
+async def test_configured_issuers_never_let_one_provider_speak_for_another() -> None:
+    # Both issuers listed: a token naming A must still be signed by A's keys, not B's (a
+    # partner IdP), nor by a configured secret meant for an internal issuer.
+    a, b = signer("RS256", kid="a"), signer("RS256", kid="b", index=1)
+    secret = signer("HS256", kid="internal")
+    rules = ValidationRules(frozenset({AUDIENCE}), frozenset({ISSUER, ISSUER_B, "internal"}))
+    sources = [
+        IssuerKeys([jwk_key(a)], ISSUER),
+        IssuerKeys([jwk_key(b)], ISSUER_B),
+        StaticKeys([symmetric_key(secret.private, "internal")]),
+    ]
+    validator = make(sources=sources, rules=rules)
+    assert await validator.validate(mint(claims(iss=ISSUER), a), NOW)
+    assert await validator.validate(mint(claims(iss=ISSUER_B), b), NOW)
+    assert await validator.validate(mint(claims(iss="internal"), secret), NOW)
+    for forger in (b, b.with_kid(None), b.with_kid("a"), secret, secret.with_kid(None)):
+        assert await reason(validator, mint(claims(iss=ISSUER), forger)) in {
+            "TokenSignatureKeyNotFound",
+            "TokenSignatureInvalid",
+        }
+
+
+async def test_an_issuer_that_can_never_pass_is_refused_before_any_signature_check() -> None:
+    key = signer("RS256", kid="a")
+    source = CountingSource(IssuerKeys([jwk_key(key)], ISSUER))
+    validator = make(sources=[source], rules=SOURCE_RULES)
+    other = "https://login.example.test/someone-else/v2.0"
+    assert await reason(validator, mint(claims(iss=other), key)) == "TokenIssuerNotAllowed"
+    configured = make(sources=[source])
+    for hostile in (other, [ISSUER], {"iss": ISSUER}, None, 1):
+        assert await reason(configured, mint(claims(iss=hostile), key)) == "TokenIssuerNotAllowed"
+    assert source.lookups == 0 and source.refetches == 0
 
 
 async def test_providers_sharing_keys_each_vouch_for_their_own_issuer() -> None:

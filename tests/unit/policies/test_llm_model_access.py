@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
+import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,7 +16,7 @@ from aigw.errors import BackendProtocolError, GatewayError
 from aigw.headers import Headers
 from aigw.jwt.validator import Jwt
 from aigw.policies.base import run_statements
-from aigw.policies.llm_model_access import ModelAccess
+from aigw.policies.llm_model_access import MAX_MODEL_LIST_BYTES, ModelAccess
 from tests.unit.policies.conftest import build, build_one, issues_of, make_ctx
 
 RULES = {
@@ -94,9 +96,16 @@ def test_a_separator_splits_a_string_claim() -> None:
     assert decide(access, ctx) == 200
 
 
-def test_operations_without_a_model_are_not_checked() -> None:
+def test_the_model_list_is_filtered_not_refused() -> None:
     assert decide(policy(), ctx_for(None, op="models")) == 200
-    assert decide(policy(), ctx_for(None, op="get-item")) == 200
+
+
+def test_other_operations_are_checked_too_never_let_through() -> None:
+    # An `http` API's own operations: decided by a routed deployment id, refused without one.
+    assert decide(policy(), ctx_for(None, op="get-item")) == 403
+    assert decide(policy(), ctx_for(["Chatbot"], op="get-item")) == 403
+    assert decide(policy(), ctx_for(["Chatbot"], op="proxy", deployment="gpt-4o-mini")) == 200
+    assert decide(policy(), ctx_for(["Chatbot"], op="proxy", deployment="gpt-4o-prod")) == 403
 
 
 def test_shadow_mode_records_instead_of_refusing() -> None:
@@ -136,6 +145,48 @@ def test_a_model_list_that_cannot_be_read_is_not_passed_on() -> None:
     broken = Response(200, Headers(), stream=_chunks(b"<html>oops</html>"))
     with pytest.raises(BackendProtocolError):
         asyncio.run(access.on_response(ctx_for(["Chatbot"], op="models"), broken))
+
+
+def test_the_model_list_is_asked_for_uncompressed() -> None:
+    ctx = ctx_for(["Chatbot"], op="models")
+    ctx.request.headers.set("accept-encoding", "gzip, deflate, br, zstd")
+    assert decide(policy(), ctx) == 200
+    assert ctx.request.headers.get_all("accept-encoding") == ["identity"]
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "x-gzip", "GZIP", "deflate"])
+def test_a_compressed_model_list_is_filtered_and_sent_uncompressed(encoding: str) -> None:
+    # Backends may compress anyway (and the openai SDK asks for gzip).
+    plain = json.dumps({"object": "list", "data": [{"id": "gpt-4o-prod"}, {"id": "gpt-4o-mini"}]})
+    packed = (
+        gzip.compress(plain.encode())
+        if "gzip" in encoding.lower()
+        else zlib.compress(plain.encode())
+    )
+    headers = [("content-type", "application/json"), ("content-encoding", encoding)]
+    headers.append(("content-length", str(len(packed))))
+    response = Response(200, Headers(headers), stream=_chunks(packed))
+    filtered = asyncio.run(policy().on_response(ctx_for(["Chatbot"], op="models"), response))
+    assert [m["id"] for m in json.loads(filtered.body)["data"]] == ["gpt-4o-mini"]
+    assert "content-encoding" not in filtered.headers
+    assert "content-length" not in filtered.headers  # set from the new body when sent
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body"),
+    [
+        ("br", b"\x0b\x02\x80{}\x03"),
+        ("gzip", b"not gzip at all"),
+        ("gzip", gzip.compress(b'{"data": []}') + b"trailing"),
+        ("gzip", gzip.compress(b'{"data": []}')[:-4]),  # truncated
+        ("gzip", gzip.compress(b" " * (MAX_MODEL_LIST_BYTES + 1))),  # a decompression bomb
+        ("identity", b"[" * 100_000),  # nested too deeply for the parser: 502, not 500
+    ],
+)
+def test_a_model_list_that_cannot_be_decoded_is_not_passed_on(encoding: str, body: bytes) -> None:
+    response = Response(200, Headers([("content-encoding", encoding)]), stream=_chunks(body))
+    with pytest.raises(BackendProtocolError):
+        asyncio.run(policy().on_response(ctx_for(["Chatbot"], op="models"), response))
 
 
 def test_config_errors() -> None:

@@ -154,9 +154,24 @@ def test_client_application_ids_limit_the_callers(
         close(loop, validator)
 
 
+def test_a_tenant_id_in_capitals_is_the_same_tenant(
+    loop: asyncio.AbstractEventLoop, tenant: Tenant
+) -> None:
+    # Entra ID names tenants in lower case in discovery documents and tokens.
+    validator = policy(loop, tenant, **{"tenant-id": TENANT.upper()})
+    try:
+        assert outcome(loop, validator, mint(v2(tenant), KEY)) == "admitted"
+        v1 = claims(iss=f"https://sts.windows.net/{TENANT}/", aud=BACKEND_APP)
+        assert outcome(loop, validator, mint(v1, KEY)) == "admitted"
+    finally:
+        close(loop, validator)
+
+
 def test_config_errors() -> None:
     base = {"tenant-id": TENANT, "audiences": ["api://aigw"]}
     assert issues_of("validate-azure-ad-token", {**base, "tenant-id": "common"})
+    # A domain's discovery document names the tenant's GUID as issuer: it could never match.
+    assert issues_of("validate-azure-ad-token", {**base, "tenant-id": "contoso.onmicrosoft.com"})
     assert issues_of("validate-azure-ad-token", {"tenant-id": TENANT})  # no audience at all
     assert issues_of(
         "validate-azure-ad-token", {**base, "authentication-endpoint": "http://login.example"}

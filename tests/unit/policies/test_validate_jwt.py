@@ -251,6 +251,70 @@ def test_token_value_expression_source() -> None:
     assert rejection(attributes, ctx_for([("x-jwt", "Bearer " + token)])).reason == "JwtInvalid"
 
 
+def test_a_token_value_token_is_removed_before_forwarding_by_default() -> None:
+    token = mint(claims(), EC)
+    attributes = config(
+        **{"token-value": '@(context.Request.Headers.GetValueOrDefault("X-Jwt", ""))'}
+    )
+    ctx = ctx_for([("x-jwt", token), ("x-other", "Bearer " + token), ("x-keep", "1")])
+    ctx.request._raw_query = f"jwt={token}&a=1"
+    admit(attributes, ctx)
+    assert token not in str(ctx.request.headers) and token not in ctx.request.query_string
+    assert ctx.request.headers.get("x-keep") == "1" and ctx.request.query == [("a", "1")]
+    kept = admit({**attributes, "keep-token": True}, ctx_for([("x-jwt", token)]))
+    assert kept.request.headers.get("x-jwt") == token
+
+
+def test_a_token_value_expression_that_fails_on_a_missing_header_is_not_present() -> None:
+    attributes = config(**{"token-value": '@(context.Request.Headers["X-Jwt"])'})
+    error = rejection(attributes, ctx_for())
+    assert (error.status_code, error.message, error.reason) == (401, NOT_PRESENT, "TokenNotPresent")
+    assert admit(attributes, ctx_for([("x-jwt", mint(claims(), EC))])).jwt is not None
+
+
+@pytest.mark.parametrize(
+    ("headers", "query"),
+    [
+        ([("Authorization", "Bearer {t}"), ("Authorization", "Bearer {t}")], ""),
+        ([("Authorization", "Bearer {t}")], "access_token={t}&a=1"),
+        ([("Authorization", "Basic {t}")], ""),
+        ([("Authorization", "Bearer {x}")], ""),
+    ],
+)
+def test_in_shadow_mode_a_refused_token_is_still_removed(
+    headers: list[tuple[str, str]], query: str
+) -> None:
+    token, expired = mint(claims(), RSA), mint(claims(exp=NOW - 1), RSA)
+    ctx = ctx_for([(k, v.format(t=token, x=expired)) for k, v in headers])
+    ctx.request._raw_query = query.format(t=token)
+    policy = build_one("validate-jwt", config(shadow=True))
+    assert asyncio.run(run_statements([policy], ctx)) is None
+    assert len(ctx.shadow_rejections) == 1 and ctx.jwt is None
+    forwarded = str(ctx.request.headers) + ctx.request.query_string
+    assert token not in forwarded and expired not in forwarded
+
+
+def test_in_shadow_mode_refused_query_tokens_are_still_removed() -> None:
+    token = mint(claims(), RSA)
+    ctx = ctx_for(query=[("token", token), ("token", token), ("a", "1")])
+    policy = build_one("validate-jwt", config(shadow=True, **{"query-parameter-name": "token"}))
+    assert asyncio.run(run_statements([policy], ctx)) is None
+    assert ctx.shadow_rejections == ["JwtInvalid"] and ctx.request.query == [("a", "1")]
+
+
+def test_a_shadow_policy_never_replaces_the_identity_an_enforcing_one_admitted() -> None:
+    enforcing = build_one("validate-jwt", config())
+    trial = build_one("validate-jwt", config(shadow=True, **{"header-name": "X-Trial"}))
+    chatbot = mint(claims(roles=["Chatbot"]), RSA)
+    prod = mint(claims(roles=["ProdWorkload"]), EC)
+    ctx = ctx_for([*bearer(chatbot), ("x-trial", prod)])
+    assert asyncio.run(run_statements([enforcing, trial], ctx)) is None
+    assert ctx.claims is not None and ctx.claims["roles"] == "Chatbot"
+    alone = ctx_for([("x-trial", prod)])  # alone, a shadow policy still provides claims
+    assert asyncio.run(run_statements([trial], alone)) is None
+    assert alone.claims is not None and alone.claims["roles"] == "ProdWorkload"
+
+
 def test_output_variable_and_context_claims() -> None:
     payload = claims(roles=["ProdWorkload", "Chatbot"], oid="o-1")
     attributes = config(**{"output-token-variable-name": "jwt"})
@@ -259,6 +323,17 @@ def test_output_variable_and_context_claims() -> None:
     assert ctx.claims is not None
     assert ctx.claims["oid"] == "o-1" and ctx.claims["roles"] == "ProdWorkload,Chatbot"
     assert "jwt" not in admit(config(), ctx_for(bearer(mint(payload, RSA)))).variables
+
+
+def test_the_readme_idiom_for_a_claim_that_may_be_absent() -> None:
+    header = build_one(
+        "set-header",
+        {"name": "x-oid", "value": '@(context.Claims?.GetValueOrDefault("oid") ?? "anonymous")'},
+    )
+    for payload, expected in ((None, "anonymous"), ({}, "anonymous"), ({"oid": "o"}, "o")):
+        ctx = ctx_for()
+        ctx.jwt = None if payload is None else Jwt({}, payload)
+        assert run(header, ctx) is None and ctx.request.headers.get("x-oid") == expected
 
 
 def test_a_rejected_token_leaves_no_identity() -> None:

@@ -1,0 +1,149 @@
+"""The in-process counter store: plain dicts, for a single gateway process.
+
+No locks: every method runs from its first read to its last write without awaiting, so on
+one event loop a take is atomic. Expired data goes two ways: a key's stale buckets are
+dropped when the key is next used, and a sweep (every `sweep_interval` seconds of the
+callers' clock, a batch of records per call so no call stalls) drops whole windows and
+periods nobody touches any more, so memory stays bounded however many keys pass through.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from aigw.limits import windows
+from aigw.limits.store import Taken
+
+
+@dataclass(slots=True)
+class _Window:
+    buckets: dict[int, int]  # bucket index -> units, no zero entries
+    expires: float  # when the newest bucket leaves the window: the record is dead after it
+
+
+_WindowName = tuple[str, float]  # (key, window)
+_PeriodName = tuple[str, float, float]  # (key, start, end)
+
+
+class MemoryCounterStore:
+    def __init__(self, *, sweep_interval: float = 60.0, sweep_batch: int = 1000) -> None:
+        # Keyed with the window length and the period's bounds, as the Redis store names its
+        # keys: a limit reconfigured under the same counter key gets a counter of its own.
+        self._windows: dict[_WindowName, _Window] = {}
+        self._periods: dict[_PeriodName, int] = {}  # -> units used
+        self._sweep_interval = sweep_interval
+        self._sweep_batch = sweep_batch
+        self._next_sweep = -math.inf
+        self._pending: list[_WindowName | _PeriodName] = []  # what the current sweep visits
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._windows.clear()
+        self._periods.clear()
+        self._pending.clear()
+
+    def records(self) -> int:
+        """How many windows and periods are held (to watch memory)."""
+        return len(self._windows) + len(self._periods)
+
+    async def window_take(
+        self, key: str, window: float, limit: int, cost: int, now: float
+    ) -> Taken:
+        self._sweep(now)
+        current = windows.bucket_index(now, window)
+        bucket = current * windows.bucket_size(window)
+        record = self._live_window(key, window, now)
+        used = sum(record.buckets.values()) if record else 0
+        if not windows.fits(used, cost, limit):
+            buckets = record.buckets if record else {}
+            wait = windows.retry_after(buckets, window, limit, cost, now)
+            return Taken(False, used, max(0, limit - used), wait, bucket)
+        if cost > 0:
+            if record is None:
+                record = self._windows[(key, window)] = _Window({}, -math.inf)
+            record.buckets[current] = record.buckets.get(current, 0) + cost
+            record.expires = max(record.expires, bucket + window)
+            used += cost
+        return Taken(True, used, max(0, limit - used), 0.0, bucket)
+
+    async def window_adjust(
+        self, key: str, window: float, bucket: float, delta: int, now: float
+    ) -> None:
+        index = windows.index_of(bucket, window)
+        if delta == 0 or index < windows.oldest_index(now, window):
+            return  # those units have left the window: correcting them changes nothing
+        record = self._live_window(key, window, now)
+        if record is None:
+            if delta < 0:
+                return
+            record = self._windows[(key, window)] = _Window({}, -math.inf)
+        units = record.buckets.get(index, 0) + delta
+        # Never below zero: a correction must not hand out credit beyond what was counted.
+        if units > 0:
+            record.buckets[index] = units
+            record.expires = max(record.expires, index * windows.bucket_size(window) + window)
+        else:
+            record.buckets.pop(index, None)
+            if not record.buckets:
+                del self._windows[(key, window)]
+
+    async def window_peek(self, key: str, window: float, limit: int, now: float) -> Taken:
+        # A take of 0 adds nothing and answers exactly the peek's question.
+        return await self.window_take(key, window, limit, 0, now)
+
+    async def period_take(
+        self, key: str, period_start: float, period_end: float, limit: int, cost: int, now: float
+    ) -> Taken:
+        self._sweep(now)
+        name = (key, period_start, period_end)
+        used = self._periods.get(name, 0)
+        if not windows.fits(used, cost, limit):
+            wait = max(0.0, period_end - now)
+            return Taken(False, used, max(0, limit - used), wait, period_start)
+        if cost > 0:
+            used += cost
+            self._periods[name] = used
+        return Taken(True, used, max(0, limit - used), 0.0, period_start)
+
+    async def period_adjust(
+        self, key: str, period_start: float, period_end: float, delta: int
+    ) -> None:
+        name = (key, period_start, period_end)
+        used = self._periods.get(name)
+        if used is None and delta <= 0:
+            return
+        # A missing counter is created: charged after the fact (a check with cost 0, the
+        # real cost once known). Never below zero, as for windows.
+        self._periods[name] = max(0, (used or 0) + delta)
+
+    def _live_window(self, key: str, window: float, now: float) -> _Window | None:
+        """The key's record with the buckets that left the window removed (None if empty)."""
+        record = self._windows.get((key, window))
+        if record is None:
+            return None
+        oldest = windows.oldest_index(now, window)
+        stale = [index for index in record.buckets if index < oldest]
+        for index in stale:
+            del record.buckets[index]
+        if not record.buckets:
+            del self._windows[(key, window)]
+            return None
+        return record
+
+    def _sweep(self, now: float) -> None:
+        if not self._pending:
+            if now < self._next_sweep:
+                return
+            self._next_sweep = now + self._sweep_interval
+            self._pending = [*self._windows, *self._periods]
+        for _ in range(min(self._sweep_batch, len(self._pending))):
+            name = self._pending.pop()
+            if len(name) == 2:
+                window = self._windows.get(name)
+                if window is not None and window.expires <= now:
+                    del self._windows[name]
+            elif name[2] <= now:  # the period has ended
+                self._periods.pop(name, None)

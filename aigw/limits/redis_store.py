@@ -1,0 +1,311 @@
+"""The Redis counter store: counters shared by every gateway replica.
+
+Each take and each adjust is one round trip: a Lua script (EVALSHA, loaded on NOSCRIPT) that
+reads, decides and writes atomically on the server, so concurrent replicas cannot overshoot.
+
+Layout, all keys with a TTL so Redis never fills with dead counters:
+- `aigw:w:{key}:{window}`: a hash per sliding window, one field per bucket index (units in
+  it); TTL window + one bucket, refreshed on every write.
+- `aigw:p:{key}:{start}:{end}`: an integer per quota period; TTL until the period ends + a
+  margin.
+`{key}` is the caller's counter key percent-escaped (`:`, `{`, `}` and anything unusual), so
+no key can reach into another's name or pick a cluster hash slot. The window length and the
+period's end are part of the name so that a limit reconfigured under the same counter key
+(a minute window becoming an hour, a daily quota a monthly one starting the same instant)
+starts a counter of its own instead of misreading the old one's buckets.
+
+Time is the caller's `now` (the gateway's clock), never Redis `TIME`: the same code then runs
+under a fake clock in tests, and replicas' clocks are NTP-synced to well under a bucket. The
+scripts get bucket indices computed in Python (`windows`), so all float math lives in one
+place and Lua only compares integers. TTLs are relative (PEXPIRE), so a fake clock far from
+the real date still expires keys on time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from aigw.limits import windows
+from aigw.limits.store import CounterStoreUnavailable, Taken
+
+log = logging.getLogger("aigw.limits")
+
+PERIOD_MARGIN = 60.0  # seconds a period counter outlives its end (replicas' clock skew)
+
+# A window hash holds one field per bucket index, plus `n` (the units in those fields) and
+# `o` (no bucket field below this index is left). A take then reads two fields and drops the
+# few buckets that left since the last take, instead of summing all sixty; the full list is
+# read only for a refusal (for the retry-after walk) or after a long pause.
+# Numbers go back to Redis as ARGV strings or through `int()`, never as bare Lua numbers:
+# Lua prints large ones in exponent form, which HINCRBY refuses.
+_LUA_INT = "local function int(v) return string.format('%d', v) end\n"
+
+# KEYS[1] window hash; ARGV oldest bucket, current bucket, limit, cost, ttl ms.
+# Allowed: {1, used}. Refused: {0, used, {bucket, units, ...}}.
+_WINDOW_TAKE = (
+    _LUA_INT
+    + """
+local h = KEYS[1]
+local oldest = tonumber(ARGV[1])
+local cost = tonumber(ARGV[4])
+local state = redis.call('HMGET', h, 'n', 'o')
+local used = tonumber(state[1]) or 0
+local from = tonumber(state[2]) or oldest
+if from < oldest then
+  local gone, left = {}, 0
+  if oldest - from <= 64 then
+    for b = from, oldest - 1 do gone[#gone + 1] = int(b) end
+    for _, units in ipairs(redis.call('HMGET', h, unpack(gone))) do
+      if units then left = left + tonumber(units) end
+    end
+  else
+    local flat = redis.call('HGETALL', h)
+    for i = 1, #flat, 2 do
+      local b = tonumber(flat[i])
+      if b and b < oldest then
+        gone[#gone + 1] = flat[i]
+        left = left + tonumber(flat[i + 1])
+      end
+    end
+  end
+  if #gone > 0 then redis.call('HDEL', h, unpack(gone)) end
+  used = used - left
+  redis.call('HSET', h, 'n', int(used), 'o', ARGV[1])
+end
+if used + math.max(cost, 1) <= tonumber(ARGV[3]) then
+  if cost > 0 then
+    redis.call('HINCRBY', h, ARGV[2], ARGV[4])
+    redis.call('HINCRBY', h, 'n', ARGV[4])
+    if not state[2] then redis.call('HSET', h, 'o', ARGV[1]) end
+    redis.call('PEXPIRE', h, ARGV[5])
+  end
+  return {1, used + cost}
+end
+local flat, live = redis.call('HGETALL', h), {}
+for i = 1, #flat, 2 do
+  local b = tonumber(flat[i])
+  if b and b >= oldest then
+    live[#live + 1] = flat[i]
+    live[#live + 1] = flat[i + 1]
+  end
+end
+return {0, used, live}
+"""
+)
+
+# KEYS[1] window hash; ARGV bucket, delta, ttl ms, oldest bucket. The caller has checked
+# the bucket against its clock; `o` catches a bucket a replica ahead of it already dropped.
+# A bucket never goes below zero (an emptied field is removed).
+_WINDOW_ADJUST = (
+    _LUA_INT
+    + """
+local h = KEYS[1]
+local delta = tonumber(ARGV[2])
+local from = redis.call('HGET', h, 'o')
+if not from then
+  if delta <= 0 then return 0 end
+  redis.call('HSET', h, 'o', ARGV[4])
+elseif tonumber(ARGV[1]) < tonumber(from) then
+  return 0
+end
+local units = redis.call('HINCRBY', h, ARGV[1], ARGV[2])
+if units <= 0 then
+  redis.call('HDEL', h, ARGV[1])
+  delta = delta - units
+end
+if delta ~= 0 then redis.call('HINCRBY', h, 'n', int(delta)) end
+redis.call('PEXPIRE', h, ARGV[3])
+return units
+"""
+)
+
+# KEYS[1] period counter; ARGV limit, cost, ttl ms. Returns {allowed, used}.
+_PERIOD_TAKE = """
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local cost = tonumber(ARGV[2])
+if used + math.max(cost, 1) <= tonumber(ARGV[1]) then
+  if cost > 0 then
+    used = redis.call('INCRBY', KEYS[1], ARGV[2])
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  end
+  return {1, used}
+end
+return {0, used}
+"""
+
+# KEYS[1] period counter; ARGV delta, ttl ms for a counter this creates (a cost charged
+# after a check with cost 0). Never below zero.
+_PERIOD_ADJUST = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  if tonumber(ARGV[1]) <= 0 then return 0 end
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return tonumber(ARGV[1])
+end
+local used = redis.call('INCRBY', KEYS[1], ARGV[1])
+if used < 0 then
+  redis.call('SET', KEYS[1], 0, 'KEEPTTL')
+  return 0
+end
+return used
+"""
+
+
+def escape_key(key: str) -> str:
+    """The counter key as it appears in Redis: percent-escaped, hence injective."""
+    return quote(key, safe="", errors="surrogatepass")
+
+
+def window_key(key: str, window: float) -> str:
+    return f"aigw:w:{escape_key(key)}:{_number(window)}"
+
+
+def period_key(key: str, period_start: float, period_end: float) -> str:
+    return f"aigw:p:{escape_key(key)}:{_number(period_start)}:{_number(period_end)}"
+
+
+def _number(value: float) -> str:
+    value = float(value)
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))
+
+
+class RedisCounterStore:
+    def __init__(self, url: str, *, timeout: float = 0.5, max_connections: int = 64) -> None:
+        self._timeout = timeout
+        self._where, self._secrets = _describe(url)
+        # A blocking pool queues a burst beyond `max_connections` instead of failing it. No
+        # hidden retries: a take either answers within `timeout` or fails, and a retried
+        # script could charge twice. Stale sockets after a Redis restart are noticed (and
+        # reconnected) by the pool before a command is sent.
+        self._pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=timeout,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._client = Redis.from_pool(self._pool)
+        self._scripts = [
+            self._client.register_script(text)
+            for text in (_WINDOW_TAKE, _WINDOW_ADJUST, _PERIOD_TAKE, _PERIOD_ADJUST)
+        ]
+        self._window_take, self._window_adjust, self._period_take, self._period_adjust = (
+            self._scripts
+        )
+        self._closed = False
+
+    async def start(self) -> None:
+        """Checks the connection and loads the scripts. Failing here is not fatal: requests
+        follow their policy's `on-store-error` until Redis answers."""
+        try:
+            async with asyncio.timeout(self._timeout * (1 + len(self._scripts))):
+                await self._client.ping()
+                for script in self._scripts:
+                    await self._client.script_load(script.script)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning(
+                "counter store: %s; limits follow on-store-error until it answers",
+                self._unavailable(exc),
+            )
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._client.aclose()
+
+    async def window_take(
+        self, key: str, window: float, limit: int, cost: int, now: float
+    ) -> Taken:
+        current = windows.bucket_index(now, window)
+        bucket = current * windows.bucket_size(window)
+        args = (windows.oldest_index(now, window), current, limit, cost, _window_ttl(window))
+        reply = await self._run(self._window_take, window_key(key, window), args)
+        allowed, used = bool(reply[0]), int(reply[1])
+        if allowed:
+            return Taken(True, used, max(0, limit - used), 0.0, bucket)
+        flat = reply[2]
+        live = {int(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+        wait = windows.retry_after(live, window, limit, cost, now)
+        return Taken(False, used, max(0, limit - used), wait, bucket)
+
+    async def window_adjust(
+        self, key: str, window: float, bucket: float, delta: int, now: float
+    ) -> None:
+        index = windows.index_of(bucket, window)
+        if delta == 0 or index < windows.oldest_index(now, window):
+            return  # those units have left the window: no round trip needed
+        args = (index, delta, _window_ttl(window), windows.oldest_index(now, window))
+        await self._run(self._window_adjust, window_key(key, window), args)
+
+    async def window_peek(self, key: str, window: float, limit: int, now: float) -> Taken:
+        return await self.window_take(key, window, limit, 0, now)
+
+    async def period_take(
+        self, key: str, period_start: float, period_end: float, limit: int, cost: int, now: float
+    ) -> Taken:
+        ttl = _ms(period_end - now + PERIOD_MARGIN)
+        reply = await self._run(
+            self._period_take, period_key(key, period_start, period_end), (limit, cost, ttl)
+        )
+        allowed, used = bool(reply[0]), int(reply[1])
+        wait = 0.0 if allowed else max(0.0, period_end - now)
+        return Taken(allowed, used, max(0, limit - used), wait, period_start)
+
+    async def period_adjust(
+        self, key: str, period_start: float, period_end: float, delta: int
+    ) -> None:
+        if delta == 0:
+            return
+        # No `now` here: a counter created by the adjust lives one whole period + margin,
+        # an upper bound on what is left of it.
+        ttl = _ms(period_end - period_start + PERIOD_MARGIN)
+        await self._run(
+            self._period_adjust, period_key(key, period_start, period_end), (delta, ttl)
+        )
+
+    async def _run(self, script: AsyncScript, key: str, args: tuple[int | float, ...]) -> Any:
+        if self._closed:
+            raise CounterStoreUnavailable(f"Redis counter store at {self._where} is closed")
+        try:
+            # The socket timeouts bound each step; this bounds the whole call (waiting for a
+            # pooled connection, connecting, NOSCRIPT reload) to what the caller was promised.
+            async with asyncio.timeout(self._timeout):
+                return await script(keys=[key], args=args)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: BaseException) -> CounterStoreUnavailable:
+        detail = str(exc) or "timed out"
+        for secret in self._secrets:
+            detail = detail.replace(secret, "***")
+        return CounterStoreUnavailable(
+            f"Redis at {self._where} is unavailable: {type(exc).__name__}: {detail}"
+        )
+
+
+def _window_ttl(window: float) -> int:
+    return _ms(window + windows.bucket_size(window))
+
+
+def _describe(url: str) -> tuple[str, list[str]]:
+    """`host:port` (or the socket path) for messages, and the secrets they must not show."""
+    parts = urlsplit(url)
+    secrets = [s for s in (parts.password, unquote(parts.password or "")) if s]
+    if parts.scheme == "unix":
+        return parts.path, secrets
+    return f"{parts.hostname or 'localhost'}:{parts.port or 6379}", secrets

@@ -1,0 +1,64 @@
+"""The counter store interface: two primitives every limit is built from.
+
+- A **sliding window** (`window_take`): at most `limit` units within any `window` seconds.
+  Units are kept in `window / 60`-second buckets (1 s for tokens per minute), so the window
+  slides in bucket steps and `retry_after` is exact to a bucket: a caller that waits that
+  long finds the units it needs.
+- A **fixed window** (`period_take`): at most `limit` units between `period_start` and
+  `period_end` (quotas: calendar hours, days … in UTC).
+
+`*_take` checks and adds in one atomic step; `*_adjust` corrects what was taken once the
+real cost is known (positive or negative), in the bucket or period where it was taken.
+Two siblings implement it: memory (one process) and Redis (shared by replicas).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from aigw.errors import DependencyUnavailable
+
+
+class CounterStoreUnavailable(DependencyUnavailable):
+    """The store cannot be reached; the policy's `on-store-error` decides what happens."""
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """The outcome of a take. `allowed` False: nothing was added."""
+
+    allowed: bool
+    used: int  # units in the window/period after this take (before it, if refused)
+    remaining: int  # limit - used, never below 0
+    retry_after: float  # seconds until `cost` units would fit; 0 when allowed
+    bucket: float  # the window bucket (or period start) the units went to, for adjust()
+
+
+class CounterStore(Protocol):
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def window_take(
+        self, key: str, window: float, limit: int, cost: int, now: float
+    ) -> Taken:
+        """Add `cost` if `used + cost <= limit` (with cost 0: if `used < limit`)."""
+
+    async def window_adjust(
+        self, key: str, window: float, bucket: float, delta: int, now: float
+    ) -> None:
+        """Add `delta` (may be negative) to `bucket` if it is still inside the window."""
+
+    async def window_peek(self, key: str, window: float, limit: int, now: float) -> Taken:
+        """The current state without taking anything (for remaining-* headers)."""
+
+    async def period_take(
+        self, key: str, period_start: float, period_end: float, limit: int, cost: int, now: float
+    ) -> Taken:
+        """As window_take, for the fixed period [period_start, period_end); `retry_after` is
+        the time until the period ends when refused."""
+
+    async def period_adjust(
+        self, key: str, period_start: float, period_end: float, delta: int
+    ) -> None: ...

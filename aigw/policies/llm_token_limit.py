@@ -1,0 +1,324 @@
+"""`llm-token-limit` and `azure-openai-token-limit`: tokens per minute and token quotas per
+counter key, as APIM has them, with exact counts for streams and an optional strict mode.
+
+Before forwarding, the policy takes the request's cost from the counters: the prompt
+estimate when `estimate-prompt-tokens` is on (plus `max_tokens` in strict mode), else
+nothing — then only an exhausted counter refuses. A refusal is 429 (tokens per minute, with
+an honest `Retry-After`) or 403 (quota, with the time it renews), and nothing is charged.
+After the response, the actual usage replaces what was taken. See the README for windows,
+streams and the multi-replica setup.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, model_validator
+
+from aigw.context import RequestContext, Response
+from aigw.errors import ExpressionEvaluationFailure, GatewayError
+from aigw.limits.store import CounterStoreUnavailable, Taken
+from aigw.limits.windows import bucket_start, period_bounds
+from aigw.policies.base import Policy, PolicyConfig, record_shadow_rejection
+from aigw.policies.limit_support import (
+    StoreErrorMode,
+    counter_store,
+    publish,
+    store_failure,
+    token_counter,
+    whole_seconds,
+)
+from aigw.policies.registry import register
+from aigw.policies.values import text_of
+from aigw.usage.meter import meter_for
+
+if TYPE_CHECKING:
+    from aigw.policies.build import BuildContext
+
+log = logging.getLogger("aigw.limits")
+
+QuotaPeriod = Literal["Hourly", "Daily", "Weekly", "Monthly", "Yearly"]
+MINUTE = 60.0
+DEFAULT_STRICT_MAX_TOKENS = 4096
+
+
+class TokenLimitConfig(PolicyConfig):
+    counter_key: str = Field(min_length=1)
+    tokens_per_minute: int | None = Field(None, gt=0)
+    token_quota: int | None = Field(None, gt=0)
+    token_quota_period: QuotaPeriod | None = None
+    estimate_prompt_tokens: bool
+    retry_after_header_name: str = "Retry-After"
+    retry_after_variable_name: str | None = None
+    remaining_tokens_header_name: str | None = None
+    remaining_tokens_variable_name: str | None = None
+    remaining_quota_tokens_header_name: str | None = None
+    remaining_quota_tokens_variable_name: str | None = None
+    tokens_consumed_header_name: str | None = None
+    tokens_consumed_variable_name: str | None = None
+    # Ours: reserve prompt + max_tokens before forwarding, so concurrency cannot overshoot.
+    strict: bool = False
+    strict_max_tokens: int = Field(DEFAULT_STRICT_MAX_TOKENS, gt=0)
+    on_store_error: StoreErrorMode = "fail-closed"
+
+    @model_validator(mode="after")
+    def _limits(self) -> TokenLimitConfig:
+        if self.tokens_per_minute is None and self.token_quota is None:
+            raise ValueError("give 'tokens-per-minute', 'token-quota', or both")
+        if (self.token_quota is None) != (self.token_quota_period is None):
+            raise ValueError("'token-quota' and 'token-quota-period' go together")
+        return self
+
+
+@dataclass(slots=True)
+class Reservation:
+    key: str
+    cost: int
+    minute: Taken | None
+    quota: Taken | None
+    period: tuple[float, float] | None
+    settled: bool = False
+
+
+class TokenLimit(Policy):
+    config_model = TokenLimitConfig
+    enforcing = True
+    sections = frozenset({"inbound"})
+
+    def __init__(self, config: object, build: BuildContext) -> None:
+        assert isinstance(config, TokenLimitConfig)
+        super().__init__(config, build)
+        self.config = config
+        self.counter_key = build.value(config.counter_key, ".counter-key")
+        self.store = counter_store(build)
+        needs_counting = config.estimate_prompt_tokens or config.strict
+        # Streams without usage from the backend are counted too, so the tokenizer is
+        # always at hand; it loads in the background at start.
+        self.counter = token_counter(build)
+        self.estimate = needs_counting
+
+    # -- before forwarding -----------------------------------------------------------------
+
+    async def apply(self, ctx: RequestContext) -> Response | None:
+        meter = meter_for(ctx, self.counter)
+        if meter is None:
+            return None  # not a model call: nothing to count
+        key = text_of(self.counter_key, ctx)
+        if not key:
+            raise ExpressionEvaluationFailure(detail=f"{self.name}: counter-key is empty")
+        cost = await meter.estimate_prompt() if self.estimate else 0
+        if self.config.strict:
+            cost += _max_tokens(meter.body, self.config.strict_max_tokens)
+        now = ctx.clock.now().timestamp()
+        try:
+            reservation = await self._take(ctx, key, cost, now)
+        except CounterStoreUnavailable as exc:
+            store_failure(self.name, self.config.on_store_error, exc)
+            return None
+        ctx.policy_state[self] = reservation
+        config = self.config
+        publish(ctx, None, None, config.tokens_consumed_variable_name, cost)
+        if reservation.minute is not None:
+            publish(
+                ctx, None, None, config.remaining_tokens_variable_name, reservation.minute.remaining
+            )
+        if reservation.quota is not None:
+            publish(
+                ctx,
+                None,
+                None,
+                config.remaining_quota_tokens_variable_name,
+                reservation.quota.remaining,
+            )
+        return None
+
+    async def _take(self, ctx: RequestContext, key: str, cost: int, now: float) -> Reservation:
+        config = self.config
+        minute: Taken | None = None
+        if config.tokens_per_minute is not None:
+            minute = await self.store.window_take(
+                f"tpm:{key}", MINUTE, config.tokens_per_minute, cost, now
+            )
+            if not minute.allowed:
+                minute = await self._refused_minute(ctx, key, cost, now, minute)
+        quota: Taken | None = None
+        period = None
+        if config.token_quota is not None and config.token_quota_period is not None:
+            period = period_bounds(config.token_quota_period, now)
+            quota = await self.store.period_take(
+                f"tokens:{key}", period[0], period[1], config.token_quota, cost, now
+            )
+            if not quota.allowed:
+                if minute is not None and minute.allowed and cost:
+                    # Nothing is charged for a refused request.
+                    await self.store.window_adjust(f"tpm:{key}", MINUTE, minute.bucket, -cost, now)
+                quota = await self._refused_quota(ctx, key, cost, period, quota)
+        return Reservation(key, cost, minute, quota, period)
+
+    async def _refused_minute(
+        self, ctx: RequestContext, key: str, cost: int, now: float, taken: Taken
+    ) -> Taken:
+        limit = self.config.tokens_per_minute
+        assert limit is not None
+        if cost > limit:
+            error = GatewayError(
+                f"Request too large: it needs {cost} tokens, the limit is {limit} tokens per "
+                "minute.",
+                status_code=429,
+                reason="TokenLimitExceeded",
+                source=self.name,
+            )
+        else:
+            wait = whole_seconds(taken.retry_after)
+            publish(ctx, None, None, self.config.retry_after_variable_name, wait)
+            error = GatewayError(
+                f"Token limit is exceeded. Try again in {wait} seconds.",
+                status_code=429,
+                reason="TokenLimitExceeded",
+                source=self.name,
+                headers=[(self.config.retry_after_header_name, str(wait))],
+            )
+        if not self.shadow:
+            raise error
+        record_shadow_rejection(ctx, self, error)
+        # Shadow mode lets it through, and counts it, so later decisions stay true.
+        bucket = bucket_start(now, MINUTE)
+        await self.store.window_adjust(f"tpm:{key}", MINUTE, bucket, cost, now)
+        return Taken(True, taken.used + cost, max(0, limit - taken.used - cost), 0.0, bucket)
+
+    async def _refused_quota(
+        self, ctx: RequestContext, key: str, cost: int, period: tuple[float, float], taken: Taken
+    ) -> Taken:
+        limit = self.config.token_quota
+        assert limit is not None
+        renews = datetime.fromtimestamp(period[1], UTC).isoformat().replace("+00:00", "Z")
+        wait = whole_seconds(taken.retry_after)
+        publish(ctx, None, None, self.config.retry_after_variable_name, wait)
+        error = GatewayError(
+            f"Token quota is exceeded. Quota will be replenished at {renews}.",
+            status_code=403,
+            reason="TokenQuotaExceeded",
+            source=self.name,
+            headers=[(self.config.retry_after_header_name, str(wait))],
+        )
+        if not self.shadow:
+            raise error
+        record_shadow_rejection(ctx, self, error)
+        await self.store.period_adjust(f"tokens:{key}", period[0], period[1], cost)
+        return Taken(True, taken.used + cost, max(0, limit - taken.used - cost), 0.0, period[0])
+
+    # -- after the response ----------------------------------------------------------------
+
+    async def on_response(self, ctx: RequestContext, response: Response) -> Response:
+        reservation: Reservation | None = ctx.policy_state.get(self)
+        meter = ctx.usage_meter
+        if reservation is None or meter is None:
+            return response
+        consumed = meter.usage.total_tokens if meter.usage is not None else None
+        if consumed is not None:
+            # A buffered JSON answer: its headers can say what it cost. The counters are
+            # corrected after the answer went out, off the response's path.
+            reservation.minute, reservation.quota = (
+                _after(reservation.minute, consumed - reservation.cost),
+                _after(reservation.quota, consumed - reservation.cost),
+            )
+        self._publish_headers(ctx, response, reservation, consumed)
+        return response
+
+    async def on_complete(self, ctx: RequestContext) -> None:
+        reservation: Reservation | None = ctx.policy_state.get(self)
+        if reservation is None or reservation.settled:
+            return
+        reservation.settled = True
+        meter = ctx.usage_meter
+        usage = meter.usage if meter is not None else None
+        # No successful backend answer (refused later, backend error, nothing sent): the
+        # request costs nothing. Otherwise it costs what it used, streams included.
+        consumed = usage.total_tokens if usage is not None else 0
+        publish(ctx, None, None, self.config.tokens_consumed_variable_name, consumed)
+        delta = consumed - reservation.cost
+        if not delta:
+            return
+        now = ctx.clock.now().timestamp()
+        try:
+            if reservation.minute is not None:
+                await self.store.window_adjust(
+                    f"tpm:{reservation.key}", MINUTE, reservation.minute.bucket, delta, now
+                )
+            if reservation.period is not None:
+                start, end = reservation.period
+                await self.store.period_adjust(f"tokens:{reservation.key}", start, end, delta)
+        except CounterStoreUnavailable as exc:
+            log.warning("%s: could not settle %+d tokens for a request: %s", self.name, delta, exc)
+
+    def _publish_headers(
+        self,
+        ctx: RequestContext,
+        response: Response,
+        reservation: Reservation,
+        consumed: int | None,
+    ) -> None:
+        config = self.config
+        if reservation.minute is not None:
+            publish(
+                ctx,
+                response,
+                config.remaining_tokens_header_name,
+                config.remaining_tokens_variable_name,
+                reservation.minute.remaining,
+            )
+        if reservation.quota is not None:
+            publish(
+                ctx,
+                response,
+                config.remaining_quota_tokens_header_name,
+                config.remaining_quota_tokens_variable_name,
+                reservation.quota.remaining,
+            )
+        if consumed is not None:
+            publish(
+                ctx,
+                response,
+                config.tokens_consumed_header_name,
+                config.tokens_consumed_variable_name,
+                consumed,
+            )
+
+    def describe(self) -> str:
+        config = self.config
+        parts = []
+        if config.tokens_per_minute:
+            parts.append(f"{config.tokens_per_minute}/min")
+        if config.token_quota:
+            parts.append(f"{config.token_quota}/{config.token_quota_period}")
+        mode = ", strict" if config.strict else ""
+        estimate = ", estimate" if config.estimate_prompt_tokens else ""
+        limits = " + ".join(parts)
+        return f"{super().describe()} key={self.counter_key.source} {limits}{estimate}{mode}"
+
+
+def _after(taken: Taken | None, delta: int) -> Taken | None:
+    if taken is None:
+        return None
+    return Taken(True, taken.used + delta, max(0, taken.remaining - delta), 0.0, taken.bucket)
+
+
+def _max_tokens(body: dict[str, Any], default: int) -> int:
+    for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return default
+
+
+@register("llm-token-limit")
+class LlmTokenLimit(TokenLimit):
+    """Any OpenAI-compatible API: chat completions, completions, embeddings, responses."""
+
+
+@register("azure-openai-token-limit")
+class AzureOpenAiTokenLimit(TokenLimit):
+    """The same engine under APIM's Azure OpenAI name."""

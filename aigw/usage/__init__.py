@@ -1,0 +1,17 @@
+"""Token usage of a request: read from the backend's response (JSON or a stream), or counted.
+
+Usage::
+
+    usage = usage_from_body("chat-completions", json.loads(body))  # a Usage, or None
+
+    reader = StreamUsage("chat-completions", strip_usage_chunk=True)  # per streamed response
+    for chunk in backend_chunks:
+        send(reader.feed(chunk))  # what the client gets (the usage-only event removed)
+    send(reader.flush())          # at the end: an unterminated last event, if any
+    reader.usage                  # the backend's Usage, or None: then count
+    reader.completion_text()      # with aigw.tokenizer
+
+`extract` reads the `usage` object in both shapes (Chat Completions / Completions /
+Embeddings and the Responses API), `stream` reads server-sent events, and `model.Usage` is
+what both return. Token limits and token metrics use the same numbers from here.
+"""

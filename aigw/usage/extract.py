@@ -1,0 +1,85 @@
+"""Reading the backend's `usage` object from a response body (or a streamed event).
+
+Two shapes exist: Chat Completions, Completions and Embeddings report `prompt_tokens`,
+`completion_tokens` (absent for embeddings), `total_tokens`,
+`prompt_tokens_details.cached_tokens` and `completion_tokens_details.reasoning_tokens`; the
+Responses API reports `input_tokens`, `output_tokens`, `total_tokens` and the same details
+under `input_tokens_details` / `output_tokens_details`. Extra fields (Azure adds several)
+are ignored. Every count must be an int ≥ 0 (a bool is not one); a missing `total_tokens` is
+the sum, a missing or null detail is 0, and anything else odd means no usage (None): a
+wrong number is worse than counting ourselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from aigw.usage.model import Usage
+
+_CHAT_SHAPED: Final = frozenset({"chat-completions", "completions", "embeddings"})
+
+
+def usage_from_body(operation: str, body: Any) -> Usage | None:
+    """The usage a non-streamed response body reports for `operation`, if valid."""
+    if not isinstance(body, Mapping):
+        return None
+    if operation == "responses":
+        return responses_usage(body.get("usage"))
+    if operation in _CHAT_SHAPED:
+        return chat_usage(body.get("usage"), completion_required=operation != "embeddings")
+    return None
+
+
+def chat_usage(usage: Any, *, completion_required: bool = True) -> Usage | None:
+    """A Chat Completions / Completions / Embeddings `usage` object."""
+    return _usage(
+        usage,
+        ("prompt_tokens", "completion_tokens"),
+        ("prompt_tokens_details", "completion_tokens_details"),
+        completion_required,
+    )
+
+
+def responses_usage(usage: Any) -> Usage | None:
+    """A Responses API `usage` object."""
+    return _usage(
+        usage,
+        ("input_tokens", "output_tokens"),
+        ("input_tokens_details", "output_tokens_details"),
+        completion_required=True,
+    )
+
+
+def _usage(
+    usage: Any,
+    keys: tuple[str, str],
+    details: tuple[str, str],
+    completion_required: bool,
+) -> Usage | None:
+    if not isinstance(usage, Mapping):
+        return None
+    prompt = _count(usage.get(keys[0]))
+    completion = _count(usage.get(keys[1])) if completion_required or keys[1] in usage else 0
+    if prompt is None or completion is None:
+        return None
+    total = _count(usage["total_tokens"]) if "total_tokens" in usage else prompt + completion
+    cached = _detail(usage.get(details[0]), "cached_tokens")
+    reasoning = _detail(usage.get(details[1]), "reasoning_tokens")
+    if total is None or cached is None or reasoning is None:
+        return None
+    return Usage(prompt, completion, total, cached, reasoning, source="backend")
+
+
+def _count(value: object) -> int | None:
+    # `type(...) is int`: True and False are ints to isinstance, never token counts.
+    return value if type(value) is int and value >= 0 else None
+
+
+def _detail(details: object, key: str) -> int | None:
+    if details is None:
+        return 0
+    if not isinstance(details, Mapping):
+        return None
+    value = details.get(key)
+    return 0 if value is None else _count(value)

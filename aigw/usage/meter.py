@@ -1,0 +1,133 @@
+"""The usage meter: one per request that needs its token usage (limits, metrics).
+
+It is attached by the first policy that asks (`meter_for`), and the pipeline feeds it the
+response: the head (`on_response`), each streamed chunk (`on_chunk`), and the end
+(`finish`). For a streamed chat completion it asks the backend for usage
+(`stream_options.include_usage`) when the client did not, and takes that extra usage event
+out of what the client receives, so the client's stream is what it would have been.
+Usage comes from the backend when it reports it, else it is counted: the prompt with the
+model's tokenizer, the completion from the streamed text (up to a disconnect, too).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from aigw.usage.extract import usage_from_body
+from aigw.usage.model import Usage
+from aigw.usage.stream import StreamUsage
+
+if TYPE_CHECKING:
+    from aigw.context import RequestContext, Response
+    from aigw.tokenizer.encodings import TokenCounter
+
+log = logging.getLogger("aigw.usage")
+
+METERED_OPERATIONS = frozenset({"chat-completions", "completions", "embeddings", "responses"})
+# Non-streamed answers are buffered to read their usage; larger ones are passed on unread.
+MAX_BUFFERED_BODY = 8 * 2**20
+_STREAM_USAGE_OPERATIONS = frozenset({"chat-completions", "completions"})
+
+
+class UsageMeter:
+    def __init__(self, ctx: RequestContext, counter: TokenCounter | None) -> None:
+        self.operation = ctx.operation.id
+        self.model = ctx.model or ctx.deployment_id
+        self.counter = counter
+        body = ctx.request.json if ctx.request.body else None
+        self.body: dict[str, Any] = body if isinstance(body, dict) else {}
+        self.streaming = self.body.get("stream") is True
+        self.strip_usage = False
+        self.tracker: StreamUsage | None = None
+        self.usage: Usage | None = None
+        self.prompt_estimate: int | None = None
+        self.responded = False  # a backend response (any status) arrived
+        self.failed = False  # the backend answered with an error status
+        self._finished = False
+        if self.streaming and self.operation in _STREAM_USAGE_OPERATIONS:
+            self._ask_for_stream_usage(ctx)
+
+    def _ask_for_stream_usage(self, ctx: RequestContext) -> None:
+        options = self.body.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage") is True:
+            return  # the client asked: its stream carries the usage event as sent
+        if options is not None and not isinstance(options, dict):
+            return  # a malformed body: the backend will answer it, we change nothing
+        self.body["stream_options"] = {**(options or {}), "include_usage": True}
+        ctx.request.mark_json_modified()
+        self.strip_usage = True
+
+    async def estimate_prompt(self) -> int:
+        """Prompt tokens counted with the model's tokenizer (once per request)."""
+        if self.prompt_estimate is None:
+            if self.counter is None:
+                return 0
+            from aigw.tokenizer.prompt import prompt_tokens
+
+            self.prompt_estimate = await prompt_tokens(
+                self.counter, self.operation, self.body, self.model
+            )
+        return self.prompt_estimate
+
+    async def on_response(self, response: Response) -> Response:
+        self.responded = True
+        if response.status_code >= 400:
+            self.failed = True  # providers do not bill failed calls
+            return response
+        content_type = (response.headers.get("content-type") or "").lower()
+        if content_type.startswith("text/event-stream"):
+            self.tracker = StreamUsage(self.operation, self.strip_usage)
+            if self.strip_usage:
+                response.headers.delete("content-length")
+            return response
+        if "json" in content_type:
+            body = await response.read(MAX_BUFFERED_BODY)
+            if body is not None:
+                try:
+                    self.usage = usage_from_body(self.operation, json.loads(body))
+                except ValueError:
+                    self.usage = None
+        return response
+
+    def on_chunk(self, chunk: bytes) -> bytes:
+        return chunk if self.tracker is None else self.tracker.feed(chunk)
+
+    def end_of_stream(self) -> bytes:
+        """Whatever the stream reader held back of an unfinished last event."""
+        return b"" if self.tracker is None else self.tracker.flush()
+
+    async def finish(self) -> Usage | None:
+        """The request's usage: None when no backend answered successfully."""
+        if self._finished:
+            return self.usage
+        self._finished = True
+        if self.usage is None and self.tracker is not None:
+            self.usage = self.tracker.usage
+        if self.usage is not None or not self.responded or self.failed:
+            return self.usage
+        self.usage = await self._counted()
+        return self.usage
+
+    async def _counted(self) -> Usage:
+        """No usage from the backend: count the prompt and whatever text was streamed."""
+        prompt = await self.estimate_prompt()
+        completion = 0
+        if self.tracker is not None and self.counter is not None:
+            from aigw.tokenizer.encodings import encoding_name_for
+
+            name = encoding_name_for(self.model)
+            completion = await self.counter.count(name, self.tracker.completion_text())
+        return Usage(prompt, completion, prompt + completion, source="counted")
+
+
+def meter_for(ctx: RequestContext, counter: TokenCounter | None) -> UsageMeter | None:
+    """The request's meter, created on first use; None for operations without usage."""
+    if ctx.operation.id not in METERED_OPERATIONS or ctx.api.type == "http":
+        return None
+    if ctx.usage_meter is None:
+        ctx.usage_meter = UsageMeter(ctx, counter)
+    elif ctx.usage_meter.counter is None:
+        ctx.usage_meter.counter = counter
+    return ctx.usage_meter

@@ -1,0 +1,295 @@
+"""`StreamUsage`: usage and completion text read from a server-sent-event stream in passing.
+
+The stream is parsed as the SSE spec says: lines end with CRLF, LF or CR, a blank line ends
+an event, `:` starts a comment, and only `data` (and `event`) fields matter here. Chunks may
+split it anywhere, a CRLF included.
+
+What is read:
+- Chat Completions and Completions: `usage` from any chunk that has one (with
+  `stream_options.include_usage` the last chunk has `"choices": []` and the usage), text from
+  `choices[].delta.content` / `refusal` / `reasoning_content`, tool call names and argument
+  deltas, and `choices[].text`; `done` at `data: [DONE]`.
+- Responses API: text from `response.output_text.delta`, `response.refusal.delta` and
+  `response.function_call_arguments.delta`; usage from `response.usage` of the terminal event
+  (`response.completed`, and also `response.incomplete` / `response.failed`, which are billed
+  too), which also sets `done`.
+
+Stripping (Chat Completions and Completions only): when the gateway asked for usage the
+client did not, the event whose payload has `usage` and no `choices` is removed, blank line
+included; every other byte passes unchanged. Only the incomplete event at the end of what was
+fed is held back, never a complete one. Without stripping `feed` returns its input itself.
+
+Memory is bounded: a held-back tail above `MAX_HELD_BYTES` stops stripping for the rest of
+the stream (the bytes pass through), an event above `MAX_EVENT_BYTES` is not parsed, and the
+completion text is kept up to `MAX_COMPLETION_CHARS`. Each is logged once per stream.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Final, Literal
+
+from aigw.usage.extract import chat_usage, responses_usage
+from aigw.usage.model import Usage
+
+log = logging.getLogger("aigw.usage")
+
+MAX_HELD_BYTES: Final = 1 << 20
+# Large enough for a Responses API `response.completed`, which repeats the whole output.
+MAX_EVENT_BYTES: Final = 8 << 20
+MAX_COMPLETION_CHARS: Final = 4 << 20
+
+_LINE_END: Final = re.compile(rb"\r\n|\r|\n")
+_STRIPPABLE: Final = frozenset({"chat-completions", "completions"})
+_RESPONSES_DELTAS: Final = frozenset(
+    {
+        "response.output_text.delta",
+        "response.refusal.delta",
+        "response.function_call_arguments.delta",
+    }
+)
+_RESPONSES_TERMINAL: Final = frozenset(
+    {"response.completed", "response.incomplete", "response.failed"}
+)
+
+# Where the LF of a CRLF split across two chunks goes: with the line its CR ended, which was
+# either still part of the held event, or ended an event that was sent or dropped.
+_LfRoute = Literal["none", "held", "out", "drop"]
+
+
+class StreamUsage:
+    def __init__(self, operation: str, strip_usage_chunk: bool) -> None:
+        self.operation = operation
+        self._stripping = strip_usage_chunk and operation in _STRIPPABLE
+        self._usage: Usage | None = None
+        self._done = False
+        self._line = bytearray()  # the incomplete line (empty once its event is oversized)
+        self._line_seen = 0  # bytes of the incomplete line, kept or not
+        self._data: list[bytes] = []
+        self._data_bytes = 0
+        self._event_type = ""
+        self._oversized = False
+        self._pending_lf: _LfRoute = "none"
+        self._held = bytearray()  # bytes of the incomplete event, when stripping
+        self._null_usage = False  # the event being held carries a top-level "usage": null
+        self._text: list[str] = []
+        self._text_chars = 0
+        self._logged: set[str] = set()
+
+    @property
+    def usage(self) -> Usage | None:
+        """The last valid usage the backend reported, once seen."""
+        return self._usage
+
+    @property
+    def done(self) -> bool:
+        """The backend ended the stream (`data: [DONE]` or a terminal Responses event)."""
+        return self._done
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes kept for the incomplete event (for diagnostics and tests)."""
+        return len(self._held) + len(self._line) + self._data_bytes
+
+    def completion_text(self) -> str:
+        """The streamed completion text so far (up to `MAX_COMPLETION_CHARS`)."""
+        if len(self._text) > 1:
+            self._text = ["".join(self._text)]
+        return self._text[0] if self._text else ""
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Read `chunk`; returns what to send to the client now."""
+        if not self._stripping:
+            self._scan(chunk, None)
+            return chunk
+        out = bytearray()
+        self._scan(chunk, out)
+        if len(self._held) > MAX_HELD_BYTES:
+            self._log_once(
+                "an event outgrew %d bytes: usage events are no longer removed", MAX_HELD_BYTES
+            )
+            out += self._held
+            self._held.clear()
+            self._stripping = False
+        return bytes(out)
+
+    def flush(self) -> bytes:
+        """At the end of the stream: the held-back bytes of an unterminated last event.
+
+        Its data is still read for usage (leniently: the SSE spec would discard it), and a
+        usage-only event is removed as it would have been with its blank line.
+        """
+        if self._line_seen:
+            self._line_done(b"")
+        dropped = self._end_event()
+        held = bytes(self._held)
+        self._held.clear()
+        self._pending_lf = "none"
+        return b"" if dropped and self._stripping else held
+
+    def _scan(self, chunk: bytes, out: bytearray | None) -> None:
+        pos, end = 0, len(chunk)
+        if self._pending_lf != "none" and end:
+            route, self._pending_lf = self._pending_lf, "none"
+            if chunk[0] == 0x0A:
+                pos = 1
+                if out is not None and route == "held":
+                    self._held += b"\n"
+                elif out is not None and route == "out":
+                    out += b"\n"
+        while pos < end:
+            match = _LINE_END.search(chunk, pos)
+            if match is None:
+                self._partial(chunk[pos:], out)
+                return
+            stop = match.end()
+            ended = self._line_done(chunk[pos : match.start()])
+            if out is not None:
+                if ended is None:
+                    self._held += chunk[pos:stop]
+                else:
+                    if not ended:
+                        out += _without_null_usage(self._held) if self._null_usage else self._held
+                        out += chunk[pos:stop]
+                    self._null_usage = False
+                    self._held.clear()
+            if stop == end and chunk[stop - 1] == 0x0D:  # a lone CR: its LF may follow
+                self._pending_lf = "held" if ended is None else "drop" if ended else "out"
+            pos = stop
+
+    def _partial(self, tail: bytes, out: bytearray | None) -> None:
+        if out is not None:
+            self._held += tail
+        self._line_seen += len(tail)
+        if self._oversized:
+            return
+        if self._line_seen + self._data_bytes > MAX_EVENT_BYTES:
+            self._overflow()
+        else:
+            self._line += tail
+
+    def _line_done(self, piece: bytes) -> bool | None:
+        """A complete line: None within an event; at a blank line, whether to drop the event."""
+        if not piece and not self._line_seen:
+            return self._end_event()
+        line = bytes(self._line) + piece if self._line else piece
+        self._line.clear()
+        self._line_seen = 0
+        if not self._oversized:
+            self._field(line)
+        return None
+
+    def _field(self, line: bytes) -> None:
+        if line.startswith(b":"):
+            return  # a comment (keep-alive pings)
+        name, _, value = line.partition(b":")
+        if value.startswith(b" "):
+            value = value[1:]
+        if name == b"data":
+            self._data.append(value)
+            self._data_bytes += len(value)
+            if self._data_bytes > MAX_EVENT_BYTES:
+                self._overflow()
+        elif name == b"event":
+            self._event_type = value.decode("utf-8", "replace")
+
+    def _overflow(self) -> None:
+        self._log_once("an event outgrew %d bytes and is not read for usage", MAX_EVENT_BYTES)
+        self._oversized = True
+        self._line.clear()
+        self._data.clear()
+        self._data_bytes = 0
+
+    def _end_event(self) -> bool:
+        data, event_type, oversized = self._data, self._event_type, self._oversized
+        self._data, self._data_bytes, self._event_type, self._oversized = [], 0, "", False
+        if oversized or not data:
+            return False
+        return self._on_data(b"\n".join(data), event_type)
+
+    def _on_data(self, data: bytes, event_type: str) -> bool:
+        if data == b"[DONE]":
+            self._done = True
+            return False
+        try:
+            payload = json.loads(data)
+        except (ValueError, RecursionError):
+            return False
+        if not isinstance(payload, dict):
+            return False
+        if self.operation == "responses":
+            self._on_responses_event(payload, event_type)
+            return False
+        return self._on_chunk(payload)
+
+    def _on_chunk(self, payload: dict[str, object]) -> bool:
+        """Read a Chat Completions / Completions chunk; True if it is usage only."""
+        choices = payload.get("choices")
+        if isinstance(choices, list):
+            for choice in choices:
+                if isinstance(choice, dict):
+                    self._choice_text(choice)
+        usage = payload.get("usage")
+        # Asked for usage, the backend also adds `"usage": null` to every chunk; the client
+        # that did not ask gets its chunks without it, as it would have.
+        self._null_usage = self._stripping and usage is None and "usage" in payload
+        if not isinstance(usage, dict):
+            return False
+        self._usage = chat_usage(usage) or self._usage
+        return not choices
+
+    def _choice_text(self, choice: dict[str, object]) -> None:
+        self._add_text(choice.get("text"))
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            return
+        for key in ("content", "refusal", "reasoning_content"):
+            self._add_text(delta.get(key))
+        calls = delta.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
+            if isinstance(call, dict):
+                self._call_text(call.get("function"))
+        self._call_text(delta.get("function_call"))
+
+    def _call_text(self, function: object) -> None:
+        if isinstance(function, dict):
+            self._add_text(function.get("name"))
+            self._add_text(function.get("arguments"))
+
+    def _on_responses_event(self, payload: dict[str, object], event_type: str) -> None:
+        kind = payload.get("type")
+        kind = kind if isinstance(kind, str) else event_type
+        if kind in _RESPONSES_DELTAS:
+            self._add_text(payload.get("delta"))
+        elif kind in _RESPONSES_TERMINAL:
+            self._done = True
+            response = payload.get("response")
+            if isinstance(response, dict):
+                self._usage = responses_usage(response.get("usage")) or self._usage
+
+    def _add_text(self, value: object) -> None:
+        if not isinstance(value, str) or not value:
+            return
+        room = MAX_COMPLETION_CHARS - self._text_chars
+        if len(value) > room:
+            self._log_once("the completion text outgrew %d characters", MAX_COMPLETION_CHARS)
+            value = value[:room]
+        if value:
+            self._text.append(value)
+            self._text_chars += len(value)
+
+    def _log_once(self, message: str, limit: int) -> None:
+        if message not in self._logged:
+            self._logged.add(message)
+            log.warning("%s stream: " + message, self.operation, limit)
+
+
+_NULL_USAGE_AT_END = re.compile(rb',\s*"usage"\s*:\s*null(\s*\})(?=[ \t]*(?:\r|\n|\Z))')
+
+
+def _without_null_usage(event: bytes | bytearray) -> bytes:
+    """The event with a trailing top-level `, "usage": null` member removed from its data
+    line (where OpenAI-compatible servers put it); left as it is when not found there."""
+    return _NULL_USAGE_AT_END.sub(rb"\1", bytes(event), count=1)
