@@ -119,11 +119,17 @@ class TokenPolicy(Policy):
         if self.token_value is not None:
             return self._evaluated_token(ctx)
         if self.header is not None:
+            removed_key = ("validate-jwt removed", self.header.lower())
             values = request.headers.get_all(self.header)
             if not values:
-                return None
+                # An earlier token policy (another scope) took it out of the request: a
+                # layered global + API validation still sees the caller's token.
+                values = ctx.policy_state.get(removed_key, [])
+                if not values:
+                    return None
             in_query = bool(request.query_string and request.query_value(_QUERY_TOKEN))
-            if not self.keep_token:
+            if not self.keep_token and request.headers.get_all(self.header):
+                ctx.policy_state[removed_key] = values
                 request.headers.delete(self.header)
                 if in_query:
                     request.query = [(k, v) for k, v in request.query if k != _QUERY_TOKEN]

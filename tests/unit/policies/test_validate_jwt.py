@@ -555,3 +555,13 @@ def test_policies_naming_the_same_discovery_url_share_one_source() -> None:
     build.statements([statement, statement], "policies.inbound")
     assert collector.issues == []
     assert len(build.resources) == 1
+
+
+def test_a_second_validate_jwt_on_the_same_header_sees_the_token_the_first_removed() -> None:
+    token = mint(claims(), RSA)
+    first = build_one("validate-jwt", config())
+    second = build_one("validate-jwt", config(**{"required-claims": [{"name": "sub"}]}))
+    ctx = ctx_for(headers=bearer(token))
+    assert asyncio.run(run_statements([first, second], ctx)) is None
+    assert "authorization" not in ctx.request.headers
+    assert ctx.jwt is not None

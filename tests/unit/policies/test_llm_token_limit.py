@@ -1,0 +1,298 @@
+"""llm-token-limit on a fake clock and the memory store: refusals and their headers, an honest
+Retry-After, estimate vs actual, strict mode, quotas across a period boundary, several
+limits on one request, shadow mode, and what a broken counter store does."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from aigw.clock import ManualClock
+from aigw.config.errors import IssueCollector
+from aigw.context import OperationInfo, RequestContext, Response
+from aigw.errors import GatewayError
+from aigw.headers import Headers
+from aigw.limits.store import CounterStoreUnavailable
+from aigw.pipeline.executor import complete
+from aigw.policies.base import Policy, run_statements
+from aigw.policies.build import BuildContext
+from aigw.policies.llm_token_limit import TokenLimit
+from tests.unit.policies.conftest import issues_of, make_ctx
+
+START = datetime(2026, 3, 31, 23, 59, 0, tzinfo=UTC)
+PROMPT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hello there"}]}
+
+
+def limits(*attributes: dict[str, Any]) -> list[Policy]:
+    """Policies built together, so they share one counter store as in a runtime."""
+    build = BuildContext(issues=IssueCollector(), backend_ids=frozenset())
+    built = build.statements(
+        [{"llm-token-limit": {"estimate-prompt-tokens": False, **a}} for a in attributes], "p"
+    )
+    assert not build.issues.issues, build.issues.issues
+    return [p for p in built if isinstance(p, Policy)]
+
+
+def request(
+    clock: ManualClock, body: dict[str, Any] | None = None, ip: str = "198.51.100.1"
+) -> RequestContext:
+    ctx = make_ctx(client_ip=ip)
+    ctx.request.body = json.dumps(body or PROMPT).encode()
+    ctx.operation = OperationInfo("chat-completions", "chat", "POST", "/chat/completions")
+    ctx.model = (body or PROMPT).get("model")
+    ctx.clock = clock
+    return ctx
+
+
+def call(policies: list[Policy], ctx: RequestContext, used: int | None) -> Response:
+    """Inbound, then (unless refused) a backend answer that used `used` tokens, then the end."""
+
+    async def go() -> Response:
+        try:
+            refused = await run_statements(policies, ctx)
+            assert refused is None
+        except GatewayError as exc:
+            await complete(ctx)
+            raise exc
+        body = {
+            "id": "x",
+            "choices": [],
+            "usage": {"prompt_tokens": 0, "completion_tokens": used, "total_tokens": used},
+        }
+        response = Response(
+            200, Headers([("content-type", "application/json")]), json.dumps(body).encode()
+        )
+        if ctx.usage_meter is not None:
+            response = await ctx.usage_meter.on_response(response)
+        for policy in policies:
+            response = await policy.on_response(ctx, response)
+        await complete(ctx)
+        return response
+
+    return asyncio.run(go())
+
+
+def refusal(policies: list[Policy], ctx: RequestContext) -> GatewayError:
+    with pytest.raises(GatewayError) as caught:
+        call(policies, ctx, 0)
+    return caught.value
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(START)
+
+
+def test_exhausted_minute_is_429_with_an_honest_retry_after(clock: ManualClock) -> None:
+    policy = limits(
+        {
+            "counter-key": "@(context.Request.IpAddress)",
+            "tokens-per-minute": 1000,
+            "remaining-tokens-header-name": "x-left",
+        }
+    )
+    assert call(policy, request(clock), 600).headers.get("x-left") == "400"
+    clock.advance(20)
+    call(policy, request(clock), 400)  # the minute is now used up
+    clock.advance(1)
+    error = refusal(policy, request(clock))
+    assert error.status_code == 429 and error.reason == "TokenLimitExceeded"
+    wait = int(dict(error.headers)["Retry-After"])
+    assert error.message == f"Token limit is exceeded. Try again in {wait} seconds."
+    # The first 600 tokens leave the window 60 s after they came: 39 s from now.
+    assert wait == 39
+    clock.advance(wait - 1)
+    refusal(policy, request(clock))  # one second early: still refused
+    clock.advance(1)
+    call(policy, request(clock), 100)  # waiting as told is enough
+
+
+def test_a_refused_request_is_not_charged(clock: ManualClock) -> None:
+    policy = limits(
+        {"counter-key": "k", "tokens-per-minute": 100, "remaining-tokens-header-name": "x-left"}
+    )
+    call(policy, request(clock), 100)
+    for _ in range(3):
+        refusal(policy, request(clock))
+    clock.advance(60)
+    assert call(policy, request(clock), 10).headers.get("x-left") == "90"
+
+
+def test_the_estimate_refuses_before_the_backend_and_actual_usage_replaces_it(
+    clock: ManualClock,
+) -> None:
+    policy = limits(
+        {
+            "counter-key": "k",
+            "tokens-per-minute": 40,
+            "estimate-prompt-tokens": True,
+            "remaining-tokens-header-name": "x-left",
+            "tokens-consumed-header-name": "x-used",
+        }
+    )
+    answer = call(policy, request(clock), 30)
+    assert answer.headers.get("x-used") == "30" and answer.headers.get("x-left") == "10"
+    long_prompt = {**PROMPT, "messages": [{"role": "user", "content": "word " * 50}]}
+    assert refusal(policy, request(clock, long_prompt)).status_code == 429
+
+
+def test_a_request_larger_than_the_whole_limit_says_so_without_retry_after(
+    clock: ManualClock,
+) -> None:
+    policy = limits({"counter-key": "k", "tokens-per-minute": 5, "estimate-prompt-tokens": True})
+    error = refusal(policy, request(clock))
+    assert error.status_code == 429 and "Request too large" in error.message
+    assert not error.headers
+
+
+def test_strict_mode_reserves_max_tokens_so_concurrency_cannot_overshoot(
+    clock: ManualClock,
+) -> None:
+    policy = limits({"counter-key": "k", "tokens-per-minute": 1000, "strict": True})
+    body = {**PROMPT, "max_tokens": 400}
+    ctxs = [request(clock, body) for _ in range(3)]
+
+    async def admit_all() -> list[bool]:
+        results = []
+        for ctx in ctxs:
+            try:
+                await run_statements(policy, ctx)
+                results.append(True)
+            except GatewayError:
+                results.append(False)
+        return results
+
+    # Two fit (2 x (prompt + 400)), the third would overshoot: refused before any answer.
+    assert asyncio.run(admit_all()) == [True, True, False]
+
+
+def test_quota_is_403_until_the_period_renews(clock: ManualClock) -> None:
+    policy = limits(
+        {
+            "counter-key": "k",
+            "token-quota": 500,
+            "token-quota-period": "Monthly",
+            "remaining-quota-tokens-header-name": "x-quota",
+        }
+    )
+    assert call(policy, request(clock), 500).headers.get("x-quota") == "0"
+    error = refusal(policy, request(clock))
+    assert error.status_code == 403 and error.reason == "TokenQuotaExceeded"
+    assert (
+        error.message
+        == "Token quota is exceeded. Quota will be replenished at 2026-04-01T00:00:00Z."
+    )
+    assert dict(error.headers)["Retry-After"] == "60"
+    clock.advance(60)  # April: a new period
+    assert call(policy, request(clock), 100).headers.get("x-quota") == "400"
+
+
+def test_every_limit_must_pass_and_a_refusal_charges_none_of_them(clock: ManualClock) -> None:
+    per_user, per_app = limits(
+        {
+            "counter-key": "@(context.Request.IpAddress)",
+            "tokens-per-minute": 1000,
+            "remaining-tokens-header-name": "x-user",
+            "estimate-prompt-tokens": True,
+        },
+        {
+            "counter-key": "app",
+            "tokens-per-minute": 50,
+            "remaining-tokens-header-name": "x-app",
+            "estimate-prompt-tokens": True,
+        },
+    )
+    both = [per_user, per_app]
+    first = call(both, request(clock), 48)  # leaves the app 2 tokens: less than a prompt
+    user_left = int(first.headers.get("x-user"))
+    refusal(
+        both, request(clock)
+    )  # the app limit refuses; the user limit must not keep the estimate
+    answer = call([per_user], request(clock), 0)
+    assert int(answer.headers.get("x-user")) == user_left
+
+
+def test_shadow_mode_counts_and_reports_but_never_refuses(clock: ManualClock) -> None:
+    policy = limits(
+        {
+            "counter-key": "k",
+            "tokens-per-minute": 100,
+            "shadow": True,
+            "remaining-tokens-header-name": "x-left",
+        }
+    )
+    call(policy, request(clock), 100)
+    ctx = request(clock)
+    answer = call(policy, ctx, 50)
+    assert ctx.shadow_rejections == ["TokenLimitExceeded"]
+    assert answer.headers.get("x-left") == "0"
+
+
+def test_variables_carry_the_numbers(clock: ManualClock) -> None:
+    policy = limits(
+        {
+            "counter-key": "k",
+            "tokens-per-minute": 100,
+            "remaining-tokens-variable-name": "left",
+            "tokens-consumed-variable-name": "used",
+            "retry-after-variable-name": "wait",
+        }
+    )
+    ctx = request(clock)
+    call(policy, ctx, 70)
+    assert ctx.variables["left"] == 30 and ctx.variables["used"] == 70
+    call(policy, request(clock), 30)
+    refused = request(clock)
+    refusal(policy, refused)
+    assert refused.variables["wait"] == 60
+
+
+class BrokenStore:
+    async def window_take(self, *args: Any) -> Any:
+        raise CounterStoreUnavailable("redis at 127.0.0.1:1: connection refused")
+
+    period_take = window_take
+
+
+@pytest.mark.parametrize("mode", ["fail-closed", "fail-open"])
+def test_an_unreachable_store_follows_on_store_error(clock: ManualClock, mode: str) -> None:
+    (policy,) = limits({"counter-key": "k", "tokens-per-minute": 100, "on-store-error": mode})
+    assert isinstance(policy, TokenLimit)
+    policy.store = BrokenStore()  # type: ignore[assignment]
+    if mode == "fail-open":
+        call([policy], request(clock), 10)
+        return
+    error = refusal([policy], request(clock))
+    assert error.status_code == 503 and dict(error.headers)["retry-after"] == "5"
+    assert "127.0.0.1" not in error.message
+
+
+def test_config_errors() -> None:
+    assert issues_of("llm-token-limit", {"counter-key": "k", "estimate-prompt-tokens": True})
+    assert issues_of(
+        "llm-token-limit", {"counter-key": "k", "token-quota": 5, "estimate-prompt-tokens": True}
+    )
+    assert issues_of(
+        "llm-token-limit", {"counter-key": "k", "tokens-per-minute": 5}
+    )  # estimate is required
+    assert issues_of(
+        "azure-openai-token-limit",
+        {"counter-key": "k", "tokens-per-minute": 0, "estimate-prompt-tokens": True},
+    )
+    assert issues_of(
+        "llm-token-limit",
+        {"counter-key": "k", "tokens-per-minute": 5, "estimate-prompt-tokens": True},
+        section="outbound",
+    )
+
+
+def test_operations_without_tokens_are_not_limited(clock: ManualClock) -> None:
+    policy = limits({"counter-key": "k", "tokens-per-minute": 1})
+    ctx = request(clock)
+    ctx.operation = OperationInfo("models", "models", "GET", "/models")
+    assert asyncio.run(run_statements(policy, ctx)) is None
+    assert ctx.usage_meter is None
