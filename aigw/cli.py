@@ -30,17 +30,11 @@ def _build(path: str) -> Runtime | None:
         return None
 
 
-def _uses_local_counters(runtime: Runtime) -> bool:
-    from aigw.limits.memory_store import MemoryCounterStore
-
-    return any(isinstance(resource, MemoryCounterStore) for resource in runtime.resources)
-
-
 def _serve(args: argparse.Namespace) -> int:
     runtime = _build(args.config)  # a bad config never starts (nor crash-loops workers)
     if runtime is None:
         return 2
-    if args.workers > 1 and _uses_local_counters(runtime):
+    if args.workers > 1 and runtime.counts_in_process:
         print(
             f"{args.config}: limits keep their counters in each process by default, so with "
             "--workers > 1 every worker would enforce its own limit. Set counters.url to a "

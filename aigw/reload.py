@@ -21,9 +21,14 @@ log = logging.getLogger("aigw.reload")
 
 
 class RuntimeHolder:
-    def __init__(self, runtime: Runtime, config_path: str | None = None) -> None:
+    def __init__(
+        self, runtime: Runtime, config_path: str | None = None, *, one_of_many: bool = False
+    ) -> None:
         self.current = runtime
         self.config_path = config_path
+        # A worker among several: a config whose limits count in-process would let every
+        # worker enforce its own limit, so a reload to one is refused (as `serve` refuses).
+        self.one_of_many = one_of_many
         self.draining = False
         self.started = False
         self._lock = asyncio.Lock()
@@ -65,6 +70,12 @@ class RuntimeHolder:
             runtime: Runtime | None = None
             try:
                 runtime = await asyncio.to_thread(lambda: build_runtime(load_config(path)))
+                if self.one_of_many and runtime.counts_in_process:
+                    log.error(
+                        "config reload refused; still serving the previous config: limits "
+                        "need counters.url (Redis) when the gateway runs several workers"
+                    )
+                    return False
                 await runtime.start()
             except ConfigError as exc:
                 log.error(

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import aigw.policies.builtin  # noqa: F401 - registers the built-in policies
 from aigw.backends.base import Backend
-from aigw.backends.factory import build_backend
+from aigw.backends.factory import build_backends
+from aigw.backends.retry_plan import send_planned
 from aigw.catalog import BUILTIN_OPERATIONS, DEPLOYMENT_ID, OperationSpec, builtin_operation_ids
 from aigw.clock import SYSTEM_CLOCK, Clock
 from aigw.config.errors import IssueCollector
@@ -77,6 +78,13 @@ class Runtime:
     def config(self) -> GatewayConfig:
         return self.loaded.config
 
+    @property
+    def counts_in_process(self) -> bool:
+        """Whether limits keep their counters in this process (no shared Redis store)."""
+        from aigw.limits.memory_store import MemoryCounterStore
+
+        return any(isinstance(resource, MemoryCounterStore) for resource in self.resources)
+
     async def start(self) -> None:
         await self.services.subscriptions.start()
         for backend in self.services.backends.values():
@@ -85,14 +93,15 @@ class Runtime:
             await resource.start()
 
     async def close(self) -> None:
-        for resource in self.resources:
+        for resource in reversed(self.resources):  # what was built on others closes first
             await resource.close()
         for backend in self.services.backends.values():
             await backend.close()
         await self.services.subscriptions.close()
 
     async def forward(self, ctx: RequestContext) -> Response:
-        """The terminal step: send the request to the chosen backend."""
+        """The terminal step: send the request to the chosen backend (again, if a `retry`
+        in the backend section planned it and the answer calls for it)."""
         backend_id = ctx.backend_id
         if backend_id is None:
             raise GatewayError(
@@ -106,7 +115,7 @@ class Runtime:
             raise BadRequest(
                 "Request path must not contain '.' or '..' segments", reason="InvalidPath"
             )
-        return await backend.send(ctx)
+        return await send_planned(backend.send, ctx)
 
 
 def _scope(build: BuildContext, sections: PolicySections, path: str) -> ScopeStatements:
@@ -259,7 +268,7 @@ def build_runtime(loaded: LoadedConfig) -> Runtime:
     issues.raise_if_any(loaded.secrets)
     assert store is not None  # a refused URL is an issue, raised just above
     directory = SubscriptionDirectory(store, config.store.refresh_interval, index)
-    backends = {bid: build_backend(bid, b) for bid, b in config.backends.items()}
+    backends = build_backends(config.backends, SYSTEM_CLOCK)
     services = Services(
         backends=backends,
         gateway_id=config.gateway.gateway_id,

@@ -1,5 +1,6 @@
 -- wrk script: POST a realistic chat completion (payloads/request.json).
--- Script args (after `--`): "stream" adds "stream": true and usage to the body.
+-- Script args (after `--`): "body=PATH" sends that file instead; "stream" adds
+-- "stream": true and usage to the body.
 -- done() prints one parseable line: BENCH_RESULT {json}; latencies in microseconds.
 local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 
@@ -17,11 +18,19 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.body = body
 
 function init(args)
+  local stream = false
   for _, arg in ipairs(args) do
-    if arg == "stream" then
-      wrk.body = '{"stream": true, "stream_options": {"include_usage": true}, ' .. body:sub(2)
+    local path = arg:match("^body=(.+)$")
+    if path then
+      body = read_file(path)
+    elseif arg == "stream" then
+      stream = true
     end
   end
+  if stream then
+    body = '{"stream": true, "stream_options": {"include_usage": true}, ' .. body:sub(2)
+  end
+  wrk.body = body
 end
 
 function done(summary, latency, requests)

@@ -23,6 +23,8 @@ ALL_TARGETS = (
     "aigw-subscriptions",
     "aigw-jwt-rs256",
     "aigw-jwt-es256",
+    "aigw-bare-1k",
+    "aigw-token-limit",
     "aigw-policies",
     "litellm",
 )

@@ -18,6 +18,7 @@ from aigw.admin.bodies import (
     read_body,
 )
 from aigw.admin.openapi import OPENAPI
+from aigw.backends.base import Backend, Inspectable
 from aigw.runtime import Runtime
 from aigw.subscriptions.model import Subscription
 from aigw.subscriptions.service import (
@@ -47,6 +48,8 @@ def routes() -> list[web.RouteDef]:
         web.post("/subscriptions/{id}/regenerate-key", regenerate_key),
         web.get("/subscriptions/{id}/audit", subscription_audit, allow_head=False),
         web.get("/audit", audit_log, allow_head=False),
+        web.get("/backends", list_backends, allow_head=False),
+        web.get("/backends/{id}", get_backend, allow_head=False),
     ]
 
 
@@ -144,6 +147,21 @@ async def audit_log(request: web.Request) -> web.Response:
     return _listing([entry.public() for entry in await _service(request).audit(None, limit)])
 
 
+async def list_backends(request: web.Request) -> web.Response:
+    _query(request)
+    backends = request[RUNTIME].services.backends
+    return _listing([_backend_status(backend) for backend in backends.values()])
+
+
+async def get_backend(request: web.Request) -> web.Response:
+    _query(request)
+    backend_id = request.match_info["id"]
+    backend = request[RUNTIME].services.backends.get(backend_id)
+    if backend is None:
+        raise ServiceError(404, f"backend '{backend_id}' not found")
+    return web.json_response(_backend_status(backend))
+
+
 # -- helpers ---------------------------------------------------------------------------
 
 
@@ -167,6 +185,13 @@ def _subscription(
     if keys is not None:
         document.update(keys.public())
     return web.json_response(document, status=status, headers=headers)
+
+
+def _backend_status(backend: Backend) -> dict[str, Any]:
+    # Live state of this process only: breakers are per process (as in APIM).
+    if isinstance(backend, Inspectable):
+        return backend.status()
+    return {"id": backend.id}
 
 
 def _listing(items: list[dict[str, Any]]) -> web.Response:

@@ -14,6 +14,8 @@ _STATES = list(STATES)
 _SCOPE_EXAMPLES = ["/products/starter", "/apis/chat", "/apis"]
 _NULLABLE_STRING = {"type": ["string", "null"]}
 _DATE = {"type": ["string", "null"], "format": "date-time"}
+_DATE_TIME = {"type": "string", "format": "date-time"}
+_BREAKER_STATES = ["closed", "open", "half-open"]
 _ERRORS = {
     400: "Invalid request: malformed JSON, an unknown field, a wrong type or value",
     401: "Missing or invalid admin token",
@@ -154,6 +156,87 @@ _SCHEMAS: dict[str, Any] = {
         closed=True,
     ),
     "StateChange": _object({"comment": _NULLABLE_STRING}, closed=True),
+    "Backend": {
+        "description": "Live state in this gateway process (breakers are per process). A "
+        "single backend has `url`, counters and `breaker` (null without rules); a pool has "
+        "`members`.",
+        **_object(
+            {
+                "id": {"type": "string"},
+                "type": {"enum": ["http", "demo", "pool"]},
+                "url": {"type": "string"},
+                "state": {"enum": _BREAKER_STATES},
+                "inFlight": {"type": "integer", "description": "Sent and not yet relayed"},
+                "requests": {"type": "integer", "description": "Answers judged since start"},
+                "failures": {"type": "integer", "description": "429, 5xx or no answer"},
+                "lastFailure": {
+                    "type": ["object", "null"],
+                    "properties": {"at": _DATE_TIME, "cause": {"type": "string"}},
+                },
+                "breaker": {"oneOf": [_ref("Breaker"), {"type": "null"}]},
+                "available": {"type": "boolean", "description": "Pool: a member can send"},
+                "maxAttempts": {"type": "integer"},
+                "firstByteTimeout": {"type": ["number", "null"]},
+                "sessionAffinity": {**_NULLABLE_STRING, "description": "The cookie name"},
+                "members": {"type": "array", "items": _ref("PoolMember")},
+            },
+            "id",
+            "type",
+        ),
+    },
+    "BackendList": _list("Backend"),
+    "Breaker": _object(
+        {
+            "state": {"enum": _BREAKER_STATES},
+            "since": _DATE_TIME,
+            "until": {**_DATE, "description": "While open: when it half-opens"},
+            "lastTrip": {
+                "type": ["object", "null"],
+                "properties": {
+                    "rule": {"type": "string"},
+                    "cause": {"type": "string", "examples": ["status 429", "timeout"]},
+                    "threshold": {"type": "string"},
+                    "at": _DATE_TIME,
+                    "openSeconds": {"type": "number"},
+                    "retryAfter": {
+                        "type": ["number", "null"],
+                        "description": "The wait the backend asked for, when the rule accepts it",
+                    },
+                },
+            },
+            "rules": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "name": {"type": "string"},
+                        "threshold": {"type": "string"},
+                        "recentFailures": {"type": "integer"},
+                        "recentRequests": {"type": "integer", "description": "Percentage rules"},
+                    }
+                ),
+            },
+            "trials": _object(
+                {
+                    "allowed": {"type": "integer"},
+                    "started": {"type": "integer"},
+                    "succeeded": {"type": "integer"},
+                },
+            ),
+        },
+        "state",
+        "since",
+    ),
+    "PoolMember": _object(
+        {
+            "backend": {"type": "string"},
+            "priority": {"type": "integer"},
+            "weight": {"type": "integer"},
+            "state": {"enum": _BREAKER_STATES},
+            "available": {"type": "boolean"},
+            "availableInSeconds": {"type": "number"},
+            "inFlight": {"type": "integer"},
+        }
+    ),
     "RegenerateKey": _object({"key": {"enum": ["primary", "secondary"]}}, "key", closed=True),
 }
 
@@ -249,6 +332,15 @@ _PATHS: dict[str, Any] = {
     "/audit": {
         "get": _op("Every change, newest first", (200, "AuditList"), 503, parameters=[_LIMIT])
     },
+    "/backends": {
+        "get": _op(
+            "Every backend and pool: breaker state, in-flight, failures", (200, "BackendList")
+        )
+    },
+    "/backends/{id}": {
+        "parameters": [_ID],
+        "get": _op("One backend or pool", (200, "Backend"), 404),
+    },
 }
 
 OPENAPI: dict[str, Any] = {
@@ -256,7 +348,8 @@ OPENAPI: dict[str, Any] = {
     "info": {
         "title": "aigw admin API",
         "version": "1",
-        "description": "Products, subscriptions, keys and the audit log. Every request needs "
+        "description": "Products, subscriptions, keys, the audit log and the state of the "
+        "backends. Every request needs "
         "`Authorization: Bearer <admin token>`; `X-Aigw-Actor` names the person in the audit log.",
     },
     "security": [{"adminToken": []}],

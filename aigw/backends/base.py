@@ -7,7 +7,7 @@ this same interface, so the pipeline never changes when they arrive.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from aigw.context import RequestContext, Response
 
@@ -24,3 +24,10 @@ class Backend(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class Inspectable(Protocol):
+    """A backend that can describe its live state (breaker, in-flight) to the admin API."""
+
+    def status(self) -> dict[str, Any]: ...

@@ -169,6 +169,17 @@ def _issue(path: str, message: str) -> Any:
 
 def check_references(config: GatewayConfig, issues: IssueCollector) -> None:
     """Dangling references between parts of the config (policies check their own)."""
+    for backend_id, backend in config.backends.items():
+        members = backend.pool.members if backend.pool is not None else []
+        for index, member in enumerate(members):
+            path = f"backends.{backend_id}.pool.members[{index}].backend"
+            target = config.backends.get(member.backend)
+            if target is None:
+                issues.add(path, f"backend '{member.backend}' is not defined")
+            elif target.type == "pool":
+                issues.add(path, "a pool's members are backends, not pools (no nesting)")
+        if len({member.backend for member in members}) != len(members):
+            issues.add(f"backends.{backend_id}.pool.members", "a backend appears twice")
     for api_id, api in config.apis.items():
         if api.backend is not None and api.backend not in config.backends:
             issues.add(f"apis.{api_id}.backend", f"backend '{api.backend}' is not defined")

@@ -105,14 +105,97 @@ class DemoBackendSettings(Strict):
     extra_models: tuple[str, ...] = ()
 
 
+class StatusCodeRange(Strict):
+    min: Annotated[int, Field(ge=100, le=599)]
+    max: Annotated[int, Field(ge=100, le=599)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_forms(cls, raw: Any) -> Any:
+        """`429` or `"500-599"` for `{min, max}`."""
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return {"min": raw, "max": raw}
+        if isinstance(raw, str):
+            low, _, high = raw.partition("-")
+            if low.strip().isdigit() and (not high or high.strip().isdigit()):
+                return {"min": int(low), "max": int(high or low)}
+        return raw
+
+    @model_validator(mode="after")
+    def _ordered(self) -> StatusCodeRange:
+        if self.min > self.max:
+            raise ValueError("'min' must not be above 'max'")
+        return self
+
+
+ErrorReason = Literal["connection-failure", "timeout", "stalled"]
+
+
+class FailureCondition(Strict):
+    """What counts as tripping: `count` failures, or `percentage` of at least
+    `minimum-requests` requests, within `interval` seconds."""
+
+    count: Annotated[int, Field(gt=0)] | None = None
+    percentage: Annotated[int, Field(gt=0, le=100)] | None = None
+    minimum_requests: Annotated[int, Field(gt=0)] = 10
+    interval: Seconds = 10.0
+    status_code_ranges: list[StatusCodeRange] = []
+    error_reasons: list[ErrorReason] = []
+
+    @model_validator(mode="after")
+    def _one_threshold(self) -> FailureCondition:
+        if (self.count is None) == (self.percentage is None):
+            raise ValueError("give exactly one of 'count' or 'percentage'")
+        if not self.status_code_ranges and not self.error_reasons:
+            raise ValueError("give 'status-code-ranges', 'error-reasons', or both")
+        return self
+
+
+class BreakerRule(Strict):
+    name: str = Field(min_length=1, max_length=100)
+    failure_condition: FailureCondition
+    trip_duration: Seconds = 30.0
+    # Stay open as long as the backend's Retry-After (or retry-after-ms, x-ratelimit-reset-*)
+    # says, but never longer than `max-retry-after` (Azure quota replies can say a day).
+    accept_retry_after: bool = False
+    max_retry_after: Seconds = 300.0
+    # Trial requests let through after the trip; all must succeed for the breaker to close.
+    half_open_requests: Annotated[int, Field(gt=0, le=100)] = 1
+
+
+class CircuitBreakerConfig(Strict):
+    rules: list[BreakerRule] = Field(min_length=1)
+
+
+class PoolMember(Strict):
+    backend: str
+    priority: Annotated[int, Field(ge=1, le=100)] = 1
+    weight: Annotated[int, Field(ge=1, le=1000)] = 1
+
+
+class SessionAffinity(Strict):
+    cookie: str = Field("aigw-affinity", pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+class PoolConfig(Strict):
+    members: list[PoolMember] = Field(min_length=1, max_length=64)
+    # Members tried for one request (429, 5xx, unreachable) before the answer goes back.
+    max_attempts: Annotated[int, Field(ge=1, le=64)] | None = None
+    # Longest wait for the first body byte of a member's answer before trying the next.
+    first_byte_timeout: Seconds | None = None
+    session_affinity: SessionAffinity | None = None
+
+
 class BackendConfig(Strict):
-    type: Literal["http", "demo"] = "http"
+    type: Literal["http", "demo", "pool"] = "http"
     url: str | None = None
     description: str | None = None
     timeouts: TimeoutsConfig = TimeoutsConfig()
     max_connections: Annotated[int, Field(gt=0)] = 100
     max_connections_per_host: Annotated[int, Field(ge=0)] = 0
     demo: DemoBackendSettings = DemoBackendSettings()
+    circuit_breaker: CircuitBreakerConfig | None = None
+    pool: PoolConfig | None = None
 
     @model_validator(mode="after")
     def _url_for_http(self) -> BackendConfig:
@@ -121,6 +204,11 @@ class BackendConfig(Strict):
                 raise ValueError("an http backend needs a 'url'")
             if not re.match(r"^https?://[^/\s]+", self.url):
                 raise ValueError("'url' must be an absolute http:// or https:// URL")
+        if (self.type == "pool") != (self.pool is not None):
+            raise ValueError("a backend of type 'pool' needs 'pool' (and only a pool has it)")
+        if self.type == "pool" and (self.url is not None or self.circuit_breaker is not None):
+            # Its members have the URLs and the breakers; silently ignoring them would mislead.
+            raise ValueError("a pool has no 'url' or 'circuit-breaker': its members do")
         return self
 
 

@@ -10,6 +10,7 @@ from aigw.policies import (  # noqa: F401
     llm_token_limit,
     quota_by_key,
     rate_limit_by_key,
+    retry,
     return_response,
     rewrite_uri,
     set_backend_service,

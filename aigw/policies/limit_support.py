@@ -3,9 +3,11 @@ runtime), the `on-store-error` choice, and writing remaining-* headers and varia
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Literal
 
 from aigw.context import RequestContext, Response
 from aigw.errors import GatewayError
@@ -35,10 +37,38 @@ def counter_store(build: BuildContext) -> CounterStore:
 
 
 def token_counter(build: BuildContext) -> TokenCounter:
-    from aigw.tokenizer.encodings import CL100K, O200K, TokenCounter
+    from aigw.tokenizer.encodings import O200K, TokenCounter
 
-    # Both encodings: which models a request names is only known per request.
-    return build.shared(("tokenizer",), lambda: TokenCounter(preload=(O200K, CL100K)))
+    # o200k_base (GPT-4o and later, and unknown names) loads before the gateway is ready;
+    # cl100k_base (GPT-4, GPT-3.5, embeddings-3) on first use, once per process.
+    return build.shared(("tokenizer",), lambda: TokenCounter(preload=(O200K,)))
+
+
+class PendingWrites:
+    """Counter corrections made after the response, off the connection's path (the next
+    request on a keep-alive connection need not wait for them); drained when the runtime
+    closes, so none is lost at shutdown or reload."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def submit(self, write: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(write)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def pending_writes(build: BuildContext) -> PendingWrites:
+    # Created after the store, so it is closed (drained) before the store: resources close
+    # in reverse order.
+    return build.shared(("pending-writes",), PendingWrites)
 
 
 def store_failure(policy: str, mode: StoreErrorMode, exc: CounterStoreUnavailable) -> None:

@@ -26,6 +26,7 @@ from aigw.policies.base import Policy, PolicyConfig, record_shadow_rejection
 from aigw.policies.limit_support import (
     StoreErrorMode,
     counter_store,
+    pending_writes,
     publish,
     store_failure,
     token_counter,
@@ -94,6 +95,7 @@ class TokenLimit(Policy):
         self.config = config
         self.counter_key = build.value(config.counter_key, ".counter-key")
         self.store = counter_store(build)
+        self.writes = pending_writes(build)
         needs_counting = config.estimate_prompt_tokens or config.strict
         # Streams without usage from the backend are counted too, so the tokenizer is
         # always at hand; it loads in the background at start.
@@ -240,9 +242,10 @@ class TokenLimit(Policy):
         consumed = usage.total_tokens if usage is not None else 0
         publish(ctx, None, None, self.config.tokens_consumed_variable_name, consumed)
         delta = consumed - reservation.cost
-        if not delta:
-            return
-        now = ctx.clock.now().timestamp()
+        if delta:
+            self.writes.submit(self._correct(reservation, delta, ctx.clock.now().timestamp()))
+
+    async def _correct(self, reservation: Reservation, delta: int, now: float) -> None:
         try:
             if reservation.minute is not None:
                 await self.store.window_adjust(

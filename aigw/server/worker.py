@@ -139,7 +139,7 @@ def build_server(
         body_timeout=limits.body_timeout,
         send_timeout=limits.send_timeout,
     )
-    holder = RuntimeHolder(runtime, config_path)
+    holder = RuntimeHolder(runtime, config_path, one_of_many=supervised)
     uv_config = uvicorn.Config(
         Gateway(holder),
         host=host or settings.host,

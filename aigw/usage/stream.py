@@ -286,10 +286,18 @@ class StreamUsage:
             log.warning("%s stream: " + message, self.operation, limit)
 
 
-_NULL_USAGE_AT_END = re.compile(rb',\s*"usage"\s*:\s*null(\s*\})(?=[ \t]*(?:\r|\n|\Z))')
+# `, "usage": null`, then only scalar members up to the `}` that ends the data line: with no
+# `}` or `]` between, that brace closes the top-level object, so the member is top-level.
+_SCALAR = rb'(?:"(?:[^"\\]|\\.)*"|null|true|false|-?[0-9][0-9.eE+-]*)'
+_NULL_USAGE_AT_END = re.compile(
+    rb',\s*"usage"\s*:\s*null((?:\s*,\s*"(?:[^"\\]|\\.)*"\s*:\s*'
+    + _SCALAR
+    + rb")*\s*\})(?=[ \t]*(?:\r|\n|\Z))"
+)
 
 
 def _without_null_usage(event: bytes | bytearray) -> bytes:
-    """The event with a trailing top-level `, "usage": null` member removed from its data
-    line (where OpenAI-compatible servers put it); left as it is when not found there."""
+    """The event with its top-level `, "usage": null` member removed from its data line,
+    where OpenAI-compatible servers put it: last, or followed only by scalar members (OpenAI's
+    `"obfuscation"` padding). Left as it is when not found there."""
     return _NULL_USAGE_AT_END.sub(rb"\1", bytes(event), count=1)

@@ -17,18 +17,22 @@ def rebase_url(url: str, backend_url: str) -> str:
     return urlunsplit((new.scheme, new.netloc, old.path, old.query, old.fragment))
 
 
+def _is_loopback_http(value: Any) -> bool:
+    # Only HTTP: a loopback `redis://` counter store (aigw-token-limit) stays where it is.
+    if not isinstance(value, str):
+        return False
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and parts.hostname in (LOOPBACK, "localhost")
+
+
 def _rewrite(node: Any, backend_url: str, depth: int = 0) -> Any:
-    """Rebase every loopback `url:` value anywhere in the tree, so schema tweaks need no code."""
+    """Rebase every loopback HTTP `url:` anywhere in the tree, so schema tweaks need no code."""
     if depth > 50:
         raise ValueError("config nested too deep")
     if isinstance(node, dict):
         out: dict[Any, Any] = {}
         for key, value in node.items():
-            if (
-                key == "url"
-                and isinstance(value, str)
-                and urlsplit(value).hostname in (LOOPBACK, "localhost")
-            ):
+            if key == "url" and _is_loopback_http(value):
                 out[key] = rebase_url(value, backend_url)
             else:
                 out[key] = _rewrite(value, backend_url, depth + 1)

@@ -8,14 +8,12 @@ from pathlib import Path
 
 import yaml
 
+from harness.scripts import TargetSkippedError
+
 LITELLM_SPEC = "litellm[proxy]==1.108.7"
 LITELLM_VERSION = LITELLM_SPEC.rsplit("==", 1)[1]
 MASTER_KEY = "sk-bench-master-key"
 MODEL_NAME = "gpt-4o-mini"  # the model named in payloads/request.json
-
-
-class TargetSkippedError(RuntimeError):
-    """The target cannot run here (message says why); recorded as skipped, not failed."""
 
 
 def _installed_version(venv: Path) -> str | None:

@@ -76,9 +76,30 @@ def _check_rows(checks: list[Check]) -> list[list[str]]:
             if c is None or c.value is None:
                 cells.append("—")
             else:
-                verdict = "pass" if c.passed else "**FAIL**"
+                verdict = "pass" if c.passed else "info" if c.informational else "**FAIL**"
                 cells.append(f"{_short(c.value, c.unit)} {c.unit} {verdict}")
         rows.append([*cells, first.basis])
+    return rows
+
+
+def _tokenizer_rows(scenario: Mapping[str, Any]) -> list[list[str]]:
+    rows = []
+    for name, result in scenario.items():
+        tokenizer = (result.get("token_limit") or {}).get("tokenizer")
+        if not tokenizer:
+            continue
+        for label, key in (("chat body (`prompt_tokens`)", "prompt"), ("100 KB text", "text_100k")):
+            t = tokenizer[key]
+            rows.append(
+                [
+                    name,
+                    f"{label}, {t['bytes']:,} bytes",
+                    f"{t['tokens']:,}",
+                    f"{t['first_us']:,.0f} ({t['first_tokens_per_s'] / 1e6:.1f} M/s)",
+                    f"{t['p50_us']:,.1f} ({t['tokens_per_s'] / 1e6:.1f} M/s)",
+                    f"{tokenizer['encoding']}, loaded in {tokenizer['load_ms']:,.0f} ms",
+                ]
+            )
     return rows
 
 
@@ -128,6 +149,18 @@ def render(results: Mapping[str, Any], checks: list[Check]) -> str:
             "RSS growth over soak (MB)",
         ]
         out += ["", "## Processes (JSON scenario)", "", *_table(header, process_rows)]
+    tokenizer_rows = _tokenizer_rows(results.get("scenarios", {}).get("json", {}))
+    if tokenizer_rows:
+        header = [
+            "target",
+            "counted",
+            "tokens",
+            "first count, µs (tokens/s)",
+            "repeated, p50 µs (tokens/s)",
+            "encoding",
+        ]
+        title = "## Tokenizer (aigw.tokenizer in-process, one thread)"
+        out += ["", title, "", *_table(header, tokenizer_rows)]
     if checks:
         header = ["check", "goal", *GATEWAYS, "compared with"]
         out += ["", "## Project targets", "", *_table(header, _check_rows(checks))]

@@ -10,30 +10,27 @@ from pathlib import Path
 
 from harness.processes import LOOPBACK
 
-REQUEST_BODY = (
-    (Path(__file__).resolve().parent.parent / "payloads" / "request.json").read_text().strip()
-)
 CHAT_PATH = "/v1/chat/completions"
 
 
-def request_body(stream: bool) -> bytes:
-    """The same body post.lua sends (it prepends the same fields for streaming)."""
+def request_body(payload: Path, stream: bool) -> bytes:
+    """The same body post.lua sends for `payload` (it prepends the same fields to stream)."""
+    body = payload.read_text().rstrip()
     if stream:
-        return (
-            '{"stream": true, "stream_options": {"include_usage": true}, ' + REQUEST_BODY[1:]
-        ).encode()
-    return REQUEST_BODY.encode()
+        body = '{"stream": true, "stream_options": {"include_usage": true}, ' + body[1:]
+    return body.encode()
 
 
 def _headers(extra: Mapping[str, str]) -> dict[str, str]:
     return {"Content-Type": "application/json", **extra}
 
 
-def preflight(port: int, stream: bool, extra: Mapping[str, str]) -> str | None:
+def preflight(port: int, payload: Path, stream: bool, extra: Mapping[str, str]) -> str | None:
     """POST once; return None if the answer looks like a real completion, else why not."""
     conn = http.client.HTTPConnection(LOOPBACK, port, timeout=10)
     try:
-        conn.request("POST", CHAT_PATH, body=request_body(stream), headers=_headers(extra))
+        body = request_body(payload, stream)
+        conn.request("POST", CHAT_PATH, body=body, headers=_headers(extra))
         resp = conn.getresponse()
         body = resp.read(1_000_000)
     except (OSError, http.client.HTTPException) as err:
@@ -47,11 +44,11 @@ def preflight(port: int, stream: bool, extra: Mapping[str, str]) -> str | None:
 
 
 def time_to_first_byte(
-    port: int, stream: bool, extra: Mapping[str, str], samples: int
+    port: int, payload: Path, stream: bool, extra: Mapping[str, str], samples: int
 ) -> dict[str, float]:
     """Sequential requests on one keep-alive connection; ms until the first body byte."""
     conn = http.client.HTTPConnection(LOOPBACK, port, timeout=10)
-    body, headers = request_body(stream), _headers(extra)
+    body, headers = request_body(payload, stream), _headers(extra)
     ttfb: list[float] = []
     try:
         for _ in range(samples):

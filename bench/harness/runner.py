@@ -18,13 +18,11 @@ from types import FrameType
 from typing import Any
 
 from harness.backend import CHAT_PATH, StaticBackend, start_backend
-from harness.litellm_target import TargetSkippedError
 from harness.markdown import render
-from harness.minting import VERIFY_SAMPLES
 from harness.probe import preflight, time_to_first_byte
 from harness.processes import LOOPBACK, NotReadyError, ProcessRegistry, rss_tree
 from harness.report import checks_json, compute_checks
-from harness.scripts import SetupError
+from harness.scripts import SetupError, TargetSkippedError
 from harness.targets import TARGETS, LaunchContext, RunningTarget, TargetSpec, launch
 from harness.tools import Tools, ensure_tools, tool_versions
 from harness.wrk import WrkError, run_soak, run_wrk
@@ -73,6 +71,7 @@ def _soak(settings: Settings, tools: Tools, url: str, target: RunningTarget) -> 
         sample,
         _wrk_headers(target),
         max_chunks,
+        target.spec.payload_path,
     )
     end = rss_tree(pid).total_mb
     return {
@@ -98,11 +97,15 @@ def measure(
 ) -> dict[str, Any]:
     """Preflight, warm up, c=1 and c=16 runs, RSS before/after, TTFB (stream), soak (aigw)."""
     spec, child = target.spec, target.child
-    extra = dict(target.headers)
-    problem = preflight(target.port, scenario.stream, extra)
+    extra, payload = dict(target.headers), spec.payload_path
+    problem = preflight(target.port, payload, scenario.stream, extra)
     if problem:
         return {"status": f"failed: {problem}", "ready_ms": target.ready_ms}
-    result: dict[str, Any] = {"status": "ok", "ready_ms": target.ready_ms}
+    result: dict[str, Any] = {
+        "status": "ok",
+        "ready_ms": target.ready_ms,
+        "payload": {"file": spec.payload, "bytes": len(payload.read_bytes().rstrip())},
+    }
     if target.seeded:  # the key itself stays out of the results
         result["seeded"] = {
             "subscriptions": target.seeded.subscriptions,
@@ -110,20 +113,26 @@ def measure(
         }
     if target.minted:
         result["jwt"] = target.minted.to_json()
+    if target.prepared:
+        result["token_limit"] = target.prepared.to_json()
     if child:
         result["rss_idle"] = asdict(rss_tree(child.pid))
     url = f"http://{LOOPBACK}:{target.port}{CHAT_PATH}"
     headers = _wrk_headers(target)
     if settings.warmup > 0:
-        run_wrk(tools.wrk, url, 16, settings.warmup, scenario.stream, headers)
+        run_wrk(tools.wrk, url, 16, settings.warmup, scenario.stream, headers, body=payload)
     result["runs"] = {
-        f"c{c}": run_wrk(tools.wrk, url, c, settings.duration, scenario.stream, headers).to_json()
+        f"c{c}": run_wrk(
+            tools.wrk, url, c, settings.duration, scenario.stream, headers, body=payload
+        ).to_json()
         for c in (1, 16)
     }
     if child:
         result["rss_after_c16"] = asdict(rss_tree(child.pid))
     if scenario.stream and settings.ttfb_samples > 0:
-        result["ttfb"] = time_to_first_byte(target.port, True, extra, settings.ttfb_samples)
+        result["ttfb"] = time_to_first_byte(
+            target.port, payload, True, extra, settings.ttfb_samples
+        )
     if spec.soak and child and settings.soak > 0 and not scenario.stream:
         result["soak"] = _soak(settings, tools, url, target)
     result["status"] = _status(result)
@@ -139,10 +148,10 @@ def bench_target(
     scenario: Scenario,
 ) -> dict[str, Any]:
     upstream = backend.sse_url if scenario.stream else backend.json_url
-    # The uncached validation cost does not depend on the scenario: measured once, with JSON.
-    verify_samples = 0 if scenario.stream else VERIFY_SAMPLES
+    # In-process costs (uncached JWT validation, tokenizer throughput) do not depend on the
+    # scenario: measured once, with JSON.
     try:
-        target = launch(ctx, spec, upstream, scenario.name, verify_samples)
+        target = launch(ctx, spec, upstream, scenario.name, measure=not scenario.stream)
     except TargetSkippedError as err:
         return {"status": f"skipped: {err}"}
     except (NotReadyError, SetupError, OSError, ValueError) as err:
@@ -154,6 +163,15 @@ def bench_target(
     finally:
         if target.child:
             ctx.registry.stop(target.child)
+
+
+def tokenizer_line(tokenizer: Mapping[str, Any]) -> str:
+    figures = [
+        f"{what} {t['tokens']:,} tokens in {t['p50_us']:,.0f} µs ="
+        f" {t['tokens_per_s'] / 1e6:.1f} M tokens/s (first, cold: {t['first_us']:,.0f} µs)"
+        for what, t in (("1k prompt", tokenizer["prompt"]), ("100 KB", tokenizer["text_100k"]))
+    ]
+    return "tokenizer " + ", ".join(figures)
 
 
 def summary_line(result: Mapping[str, Any]) -> str:
@@ -171,6 +189,10 @@ def summary_line(result: Mapping[str, Any]) -> str:
             f"{result['jwt']['alg']} validate() in-process: uncached"
             f" p50 {validate['uncached_p50_us']:.0f} µs, cached {validate['cached_p50_us']:.0f} µs"
         )
+    if prepared := result.get("token_limit"):
+        parts.append(f"prompt {prepared['prompt_tokens']:,} tokens ({prepared['encoding']})")
+        if tokenizer := prepared.get("tokenizer"):
+            parts.append(tokenizer_line(tokenizer))
     if soak := result.get("soak"):
         parts.append(f"soak {soak['requests']:,} req, RSS +{soak['growth_mb']} MB")
     return " | ".join([*parts, result.get("status", "")])

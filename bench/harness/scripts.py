@@ -1,7 +1,8 @@
 """Preparing a target before it starts with a helper script run in a child process.
 
-The helper scripts (seeding a subscription store, minting a JWT) import aigw, so they run
-under the targets' interpreter; the harness only reads the one JSON line each prints last.
+The helper scripts (seeding a subscription store, minting a JWT, preparing a token limit)
+import aigw, so they run under the targets' interpreter; the harness only reads the one JSON
+line each prints last.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ HARNESS_DIR = Path(__file__).resolve().parent
 
 class SetupError(RuntimeError):
     """A target could not be prepared (message says why); it is recorded as failed."""
+
+
+class TargetSkippedError(RuntimeError):
+    """The target cannot run here (message says why); recorded as skipped, not failed."""
 
 
 def run_script(

@@ -16,11 +16,14 @@ from harness.litellm_target import (
     litellm_env,
     write_litellm_config,
 )
-from harness.minting import JwtAlg, MintedToken, mint_token
+from harness.minting import VERIFY_SAMPLES, JwtAlg, MintedToken, mint_token
 from harness.processes import LOOPBACK, Child, NotReadyError, ProcessRegistry, free_port, wait_ready
 from harness.seeding import SeededStore, seed_store
+from harness.token_limit import PreparedTokenLimit, prepare_token_limit
 
 BENCH_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_PAYLOAD = "payloads/request.json"
+PAYLOAD_1K = "payloads/request-1k.json"
 TargetKind = Literal["direct", "reference", "aigw", "litellm"]
 
 
@@ -36,6 +39,12 @@ class TargetSpec:
     soak: bool = False  # aigw targets get the long RSS-growth run
     subscriptions: int = 0  # aigw: seed the config's store with this many before starting
     jwt: JwtAlg | None = None  # aigw: key pair in the config, a token signed with it sent
+    payload: str = DEFAULT_PAYLOAD  # the request body, relative to bench/
+    token_limit: bool = False  # aigw: flush the config's Redis counters, count the prompt
+
+    @property
+    def payload_path(self) -> Path:
+        return BENCH_DIR / self.payload
 
 
 TARGETS: Mapping[str, TargetSpec] = {
@@ -80,6 +89,22 @@ TARGETS: Mapping[str, TargetSpec] = {
             jwt="ES256",
         ),
         TargetSpec(
+            "aigw-bare-1k",
+            "aigw",
+            "aigw, no policies, a 1,000-token prompt (the basis for aigw-token-limit)",
+            "configs/bare.yaml",
+            payload=PAYLOAD_1K,
+        ),
+        TargetSpec(
+            "aigw-token-limit",
+            "aigw",
+            "aigw, llm-token-limit only: Redis counters, a 1,000-token prompt estimated",
+            "configs/token-limit.yaml",
+            soak=True,
+            payload=PAYLOAD_1K,
+            token_limit=True,
+        ),
+        TargetSpec(
             "aigw-policies", "aigw", "aigw, all core policies", "configs/policies.yaml", soak=True
         ),
         TargetSpec(
@@ -100,6 +125,8 @@ DEFAULT_TARGETS = (
     "aigw-subscriptions",
     "aigw-jwt-rs256",
     "aigw-jwt-es256",
+    "aigw-bare-1k",
+    "aigw-token-limit",
     "aigw-policies",
 )
 
@@ -123,6 +150,7 @@ class RunningTarget:
     headers: tuple[tuple[str, str], ...] = ()
     seeded: SeededStore | None = None
     minted: MintedToken | None = None
+    prepared: PreparedTokenLimit | None = None
 
 
 def _aigw_config(ctx: LaunchContext, spec: TargetSpec, tag: str) -> Path:
@@ -169,11 +197,12 @@ def _command(
 
 
 def launch(
-    ctx: LaunchContext, spec: TargetSpec, upstream: str, tag: str, verify_samples: int = 0
+    ctx: LaunchContext, spec: TargetSpec, upstream: str, tag: str, measure: bool = False
 ) -> RunningTarget:
-    """Seed its store or mint its token if it has one, start it and wait for its health
-    endpoint; raises SetupError or NotReadyError with the reason. `verify_samples`: fresh
-    tokens the minting script validates in-process to price the uncached path (0: none)."""
+    """Seed its store, mint its token or flush its counters if it has them, start it and wait
+    for its health endpoint; raises SetupError, TargetSkippedError or NotReadyError with the
+    reason. `measure`: also price in-process what a request pays (JWT validation uncached,
+    tokenizer throughput); once per target is enough."""
     if spec.kind == "direct":
         port = urlsplit(upstream).port
         if port is None:
@@ -181,13 +210,17 @@ def launch(
         return RunningTarget(spec, port, child=None, ready_ms=None, headers=spec.headers)
     port = free_port()
     argv, cwd = _command(ctx, spec, upstream, port, tag)
-    seeded, minted = None, None
+    seeded, minted, prepared = None, None, None
     if spec.subscriptions:
         config = _aigw_config(ctx, spec, tag)
         seeded = seed_store(ctx.python, config, spec.subscriptions, ctx.repo)
     if spec.jwt:
         config = _aigw_config(ctx, spec, tag)
-        minted = mint_token(ctx.python, config, spec.jwt, ctx.repo, verify_samples)
+        samples = VERIFY_SAMPLES if measure else 0
+        minted = mint_token(ctx.python, config, spec.jwt, ctx.repo, samples)
+    if spec.token_limit:
+        config = _aigw_config(ctx, spec, tag)
+        prepared = prepare_token_limit(ctx.python, config, spec.payload_path, ctx.repo, measure)
     env = litellm_env() if spec.kind == "litellm" else None
     child = ctx.registry.start(f"{spec.name}-{tag}", argv, env=env, cwd=cwd)
     try:
@@ -199,4 +232,4 @@ def launch(
         raise
     headers = spec.headers + ((seeded.header,) if seeded else ())
     headers += (minted.header,) if minted else ()
-    return RunningTarget(spec, port, child, round(ready_ms, 1), headers, seeded, minted)
+    return RunningTarget(spec, port, child, round(ready_ms, 1), headers, seeded, minted, prepared)

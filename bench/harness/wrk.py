@@ -98,9 +98,11 @@ def run_wrk(
     headers: Sequence[str] = (),
     script: Path = POST_LUA,
     extra_args: Sequence[str] = (),
+    body: Path | None = None,
 ) -> WrkResult:
-    """One fixed-duration load run; wrk itself is bounded by -d, the subprocess by a timeout."""
-    args = (["stream"] if stream else []) + list(extra_args)
+    """One fixed-duration load run; wrk itself is bounded by -d, the subprocess by a timeout.
+    `body`: the request body to send instead of payloads/request.json."""
+    args = (["stream"] if stream else []) + ([f"body={body}"] if body else []) + list(extra_args)
     argv = _argv(wrk, url, connections, seconds, script, args, headers)
     try:
         done = subprocess.run(
@@ -128,6 +130,7 @@ def run_soak(
     sample: Callable[[], float],
     headers: Sequence[str] = (),
     max_chunks: int = 500,
+    body: Path | None = None,
 ) -> SoakResult:
     """Send `total` requests at c=16 in chunks of at most `chunk_seconds`, sampling RSS after each.
 
@@ -149,6 +152,7 @@ def run_soak(
             headers=headers,
             script=SOAK_LUA,
             extra_args=[f"limit={per_thread}"],
+            body=body,
         )
         result.requests += run.requests
         result.errors += run.error_count

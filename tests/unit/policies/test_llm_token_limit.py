@@ -57,6 +57,7 @@ def call(policies: list[Policy], ctx: RequestContext, used: int | None) -> Respo
             assert refused is None
         except GatewayError as exc:
             await complete(ctx)
+            await drain(policies)
             raise exc
         body = {
             "id": "x",
@@ -71,9 +72,17 @@ def call(policies: list[Policy], ctx: RequestContext, used: int | None) -> Respo
         for policy in policies:
             response = await policy.on_response(ctx, response)
         await complete(ctx)
+        await drain(policies)
         return response
 
     return asyncio.run(go())
+
+
+async def drain(policies: list[Policy]) -> None:
+    """Wait for the counter corrections made after the response (run in the background)."""
+    for policy in policies:
+        if isinstance(policy, TokenLimit):
+            await policy.writes.close()
 
 
 def refusal(policies: list[Policy], ctx: RequestContext) -> GatewayError:

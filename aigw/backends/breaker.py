@@ -1,0 +1,260 @@
+"""A circuit breaker for one backend: closed → open → half-open → closed (or open again).
+
+Rules judge each answer (see `failures.py`); the first rule whose threshold is reached trips
+the breaker for its `trip-duration`, or, with `accept-retry-after`, for as long as the backend
+asked (capped at `max-retry-after`; it may be shorter than the trip duration, as in APIM, so
+a PTU deployment is back as soon as it says). When that time has passed the breaker is
+half-open: the tripping rule's `half-open-requests` trial requests go through, and it
+closes when all of them succeed or opens again on the first failure.
+
+Transitions happen lazily when traffic or the admin API looks, on the injected clock. On the
+closed path a request costs a few attribute reads and one set lookup per rule.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal
+
+from aigw.backends.failures import RuleWindow
+from aigw.backends.outcome import Outcome
+from aigw.clock import Clock
+from aigw.config.model import BreakerRule
+
+log = logging.getLogger("aigw.backends")
+
+State = Literal["closed", "open", "half-open"]
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """Handed out by `begin`: an answer counts only in the state its request began in."""
+
+    generation: int
+    trial: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Trip:
+    """Why the breaker opened last."""
+
+    rule: str
+    cause: str  # "status 429", "timeout" …
+    threshold: str
+    at: float
+    open_for: float
+    retry_after: float | None  # what the backend asked for, when the rule accepts it
+
+
+class CircuitBreaker:
+    def __init__(self, backend_id: str, rules: Sequence[BreakerRule], clock: Clock) -> None:
+        self.backend_id = backend_id
+        self._clock = clock
+        self._rules = [RuleWindow(rule) for rule in rules]
+        self._state: State = "closed"
+        self._since = clock.monotonic()
+        self._until = 0.0  # while open: when it half-opens
+        self._generation = 0
+        self._ticket = Ticket(0, False)
+        self._trial_limit = 1
+        self._trials_started = 0
+        self._trials_passed = 0
+        self.last_trip: Trip | None = None
+        self.in_flight = 0
+        self.requests = 0
+        self.failures = 0  # answers that were 429 or 5xx, or no answer at all
+        self.last_failure: tuple[float, str] | None = None
+
+    @property
+    def has_rules(self) -> bool:
+        return bool(self._rules)
+
+    @property
+    def state(self) -> State:
+        if self._state == "open":
+            self._refresh(self._clock.monotonic())
+        return self._state
+
+    def can_send(self) -> bool:
+        if self._state == "closed":
+            return True
+        self._refresh(self._clock.monotonic())
+        return self._state == "half-open" and self._trials_started < self._trial_limit
+
+    def available_at(self) -> float:
+        """Monotonic time from which it takes traffic: now when it can, else when it opens
+        up (a half-open breaker whose trials are all out may decide any moment: now)."""
+        now = self._clock.monotonic()
+        if self._state == "open":
+            self._refresh(now)
+        return self._until if self._state == "open" else now
+
+    def begin(self) -> Ticket:
+        """Call right after `can_send` said yes, before the request goes out."""
+        self.in_flight += 1
+        if self._state == "closed":
+            return self._ticket
+        self._refresh(self._clock.monotonic())
+        if self._state == "half-open":
+            self._trials_started += 1
+            return Ticket(self._generation, True)
+        return self._ticket
+
+    def end(self, ticket: Ticket, outcome: Outcome | None) -> None:
+        """Judge the answer (None: the request was abandoned, nothing to judge)."""
+        if outcome is None:
+            if ticket.trial and ticket.generation == self._generation:
+                self._trials_started -= 1  # the slot goes to the next request
+            return
+        self.requests += 1
+        failed = not outcome.ok
+        if failed:
+            self.failures += 1
+            self.last_failure = (self._clock.monotonic(), _cause(outcome))
+        if self._rules and ticket.generation == self._generation:
+            # (An answer to a request sent before the last change of state does not count.)
+            self._judge(ticket, outcome)
+
+    def done(self) -> None:
+        """The answer has been relayed (or dropped): no longer in flight."""
+        self.in_flight -= 1
+
+    def _judge(self, ticket: Ticket, outcome: Outcome) -> None:
+        if self._state == "open":
+            return  # only if a caller sent without asking `can_send`: it is open already
+        now = self._clock.monotonic()
+        if ticket.trial:
+            window = next((w for w in self._rules if w.counts_as_failure(outcome)), None)
+            if window is not None:
+                self._trip(now, window, outcome)
+                return
+            self._trials_passed += 1
+            if self._trials_passed >= self._trial_limit:
+                self._close(now)
+            return
+        for window in self._rules:
+            if window.record(now, window.counts_as_failure(outcome)):
+                self._trip(now, window, outcome)
+                return
+
+    def _trip(self, now: float, window: RuleWindow, outcome: Outcome) -> None:
+        rule = window.rule
+        accepted = outcome.retry_after if rule.accept_retry_after else None
+        open_for = rule.trip_duration if accepted is None else min(accepted, rule.max_retry_after)
+        self.last_trip = Trip(
+            rule.name, _cause(outcome), window.threshold(), now, open_for, accepted
+        )
+        self._until = now + open_for
+        self._trial_limit = rule.half_open_requests
+        self._enter("open", now)
+        log.warning(
+            "circuit breaker of backend %r opened by rule %r (%s) for %.3g s",
+            self.backend_id,
+            rule.name,
+            self.last_trip.cause,
+            open_for,
+            extra={
+                "event": "breaker-open",
+                "backend": self.backend_id,
+                "rule": rule.name,
+                "cause": self.last_trip.cause,
+                "open_seconds": round(open_for, 3),
+            },
+        )
+
+    def _refresh(self, now: float) -> None:
+        if self._state == "open" and now >= self._until:
+            self._trials_started = self._trials_passed = 0
+            self._enter("half-open", now)
+            log.info(
+                "circuit breaker of backend %r is half-open: %d trial request(s) decide",
+                self.backend_id,
+                self._trial_limit,
+                extra={"event": "breaker-half-open", "backend": self.backend_id},
+            )
+
+    def _close(self, now: float) -> None:
+        self._enter("closed", now)
+        log.info(
+            "circuit breaker of backend %r closed: %d trial request(s) succeeded",
+            self.backend_id,
+            self._trials_passed,
+            extra={"event": "breaker-closed", "backend": self.backend_id},
+        )
+
+    def _enter(self, state: State, now: float) -> None:
+        self._state = state
+        self._since = now
+        self._generation += 1
+        self._ticket = Ticket(self._generation, False)
+        # Each period is judged on its own: what led to a trip must not count after it.
+        for window in self._rules:
+            window.clear()
+
+    def counters(self) -> dict[str, Any]:
+        """Traffic seen, for the admin API (kept with or without rules)."""
+        failure = self.last_failure
+        return {
+            "state": self.state,
+            "inFlight": self.in_flight,
+            "requests": self.requests,
+            "failures": self.failures,
+            "lastFailure": None
+            if failure is None
+            else {"at": self._wall(failure[0]), "cause": failure[1]},
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        """The breaker's state and rules for the admin API, times as wall-clock ISO 8601."""
+        now = self._clock.monotonic()
+        state = self.state
+        at = self._wall
+        trip = self.last_trip
+        document: dict[str, Any] = {
+            "state": state,
+            "since": at(self._since),
+            "until": at(self._until) if state == "open" else None,
+            "lastTrip": None
+            if trip is None
+            else {
+                "rule": trip.rule,
+                "cause": trip.cause,
+                "threshold": trip.threshold,
+                "at": at(trip.at),
+                "openSeconds": round(trip.open_for, 3),
+                "retryAfter": trip.retry_after,
+            },
+            "rules": [_rule_snapshot(window, now) for window in self._rules],
+        }
+        if state == "half-open":
+            document["trials"] = {
+                "allowed": self._trial_limit,
+                "started": self._trials_started,
+                "succeeded": self._trials_passed,
+            }
+        return document
+
+    def _wall(self, moment: float) -> str:
+        seconds_ago = self._clock.monotonic() - moment
+        return (self._clock.now() - timedelta(seconds=seconds_ago)).isoformat(
+            timespec="milliseconds"
+        )
+
+
+def _rule_snapshot(window: RuleWindow, now: float) -> dict[str, Any]:
+    failures, requests = window.recent(now)
+    document: dict[str, Any] = {
+        "name": window.rule.name,
+        "threshold": window.threshold(),
+        "recentFailures": failures,
+    }
+    if requests is not None:
+        document["recentRequests"] = requests
+    return document
+
+
+def _cause(outcome: Outcome) -> str:
+    return outcome.error if outcome.error is not None else f"status {outcome.status}"
