@@ -226,23 +226,36 @@ class Response:
 
     async def read(self, limit: int) -> bytes | None:
         """The whole body, buffered (the stream is consumed and the connection released);
-        None if it is longer than `limit` bytes. For small bodies a policy must rewrite."""
+        None if it is longer than `limit` bytes, and then the response is left to relay as
+        it was, the bytes read so far first. For small bodies a policy must rewrite."""
         if self.stream is None:
             return self.body if len(self.body) <= limit else None
+        stream = self.stream
         parts: list[bytes] = []
         size = 0
         try:
-            async for chunk in self.stream:
+            async for chunk in stream:
+                parts.append(chunk)
                 size += len(chunk)
                 if size > limit:
+                    self.stream = _replayed(parts, stream)
                     return None
-                parts.append(chunk)
-        finally:
+        except BaseException:
             self.stream = None
             await self.aclose()
+            raise
+        self.stream = None
+        await self.aclose()
         self.body = b"".join(parts)
         self.headers.delete("content-length")
         return self.body
+
+
+async def _replayed(head: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    for chunk in head:
+        yield chunk
+    async for chunk in rest:
+        yield chunk
 
 
 class ClaimsView(Mapping[str, str]):

@@ -76,6 +76,7 @@ class RuntimeHolder:
                         "need counters.url (Redis) when the gateway runs several workers"
                     )
                     return False
+                runtime.keep_counters(self.current)
                 await runtime.start()
             except ConfigError as exc:
                 log.error(

@@ -14,6 +14,7 @@ import aigw.policies.builtin  # noqa: F401 - registers the built-in policies
 from aigw.backends.base import Backend
 from aigw.backends.factory import build_backends
 from aigw.backends.retry_plan import send_planned
+from aigw.backends.shared import BreakerSync
 from aigw.catalog import BUILTIN_OPERATIONS, DEPLOYMENT_ID, OperationSpec, builtin_operation_ids
 from aigw.clock import SYSTEM_CLOCK, Clock
 from aigw.config.errors import IssueCollector
@@ -84,6 +85,15 @@ class Runtime:
         from aigw.limits.memory_store import MemoryCounterStore
 
         return any(isinstance(resource, MemoryCounterStore) for resource in self.resources)
+
+    def keep_counters(self, previous: Runtime) -> None:
+        """Carry on with `previous`'s in-process counters (a reload)."""
+        from aigw.limits.memory_store import MemoryCounterStore
+
+        stores = [r for r in self.resources if isinstance(r, MemoryCounterStore)]
+        earlier = [r for r in previous.resources if isinstance(r, MemoryCounterStore)]
+        if stores and earlier:
+            stores[0].adopt(earlier[0])
 
     async def start(self) -> None:
         await self.services.subscriptions.start()
@@ -268,7 +278,8 @@ def build_runtime(loaded: LoadedConfig) -> Runtime:
     issues.raise_if_any(loaded.secrets)
     assert store is not None  # a refused URL is an issue, raised just above
     directory = SubscriptionDirectory(store, config.store.refresh_interval, index)
-    backends = build_backends(config.backends, SYSTEM_CLOCK)
+    sync = _breaker_sync(config)
+    backends = build_backends(config.backends, SYSTEM_CLOCK, sync)
     services = Services(
         backends=backends,
         gateway_id=config.gateway.gateway_id,
@@ -280,5 +291,19 @@ def build_runtime(loaded: LoadedConfig) -> Runtime:
         loaded=loaded,
         router=Router(routes),
         services=services,
-        resources=list(build.resources.values()),
+        resources=list(build.resources.values()) + ([sync] if sync is not None else []),
     )
+
+
+def _breaker_sync(config: GatewayConfig) -> BreakerSync | None:
+    """The task sharing breaker state through Redis, when a backend asks for it."""
+    url = config.counters.url
+    if url is None or not any(
+        backend.circuit_breaker is not None and backend.circuit_breaker.shared
+        for backend in config.backends.values()
+    ):
+        return None
+    from aigw.backends.redis_shared import RedisStateStore
+
+    store = RedisStateStore(url, timeout=config.counters.timeout)
+    return BreakerSync(store, SYSTEM_CLOCK, config.counters.breaker_poll_interval)

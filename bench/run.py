@@ -25,6 +25,8 @@ ALL_TARGETS = (
     "aigw-jwt-es256",
     "aigw-bare-1k",
     "aigw-token-limit",
+    "aigw-pool",
+    "aigw-pool-429",
     "aigw-policies",
     "litellm",
 )

@@ -16,6 +16,10 @@ _NULLABLE_STRING = {"type": ["string", "null"]}
 _DATE = {"type": ["string", "null"], "format": "date-time"}
 _DATE_TIME = {"type": "string", "format": "date-time"}
 _BREAKER_STATES = ["closed", "open", "half-open"]
+_REASON = {
+    "enum": ["circuit-breaker", "shared", "health-check", None],
+    "description": "Why it is not closed: its own rules, another replica's trip, or probes",
+}
 _ERRORS = {
     400: "Invalid request: malformed JSON, an unknown field, a wrong type or value",
     401: "Missing or invalid admin token",
@@ -157,15 +161,17 @@ _SCHEMAS: dict[str, Any] = {
     ),
     "StateChange": _object({"comment": _NULLABLE_STRING}, closed=True),
     "Backend": {
-        "description": "Live state in this gateway process (breakers are per process). A "
-        "single backend has `url`, counters and `breaker` (null without rules); a pool has "
-        "`members`.",
+        "description": "Live state in this gateway process (breakers are per process; with "
+        "`circuit-breaker.shared` they also follow other replicas' trips). A single backend "
+        "has `url`, counters, `breaker` (null without rules), `shared` and `healthCheck` "
+        "(null when not configured); a pool has `members`.",
         **_object(
             {
                 "id": {"type": "string"},
                 "type": {"enum": ["http", "demo", "pool"]},
                 "url": {"type": "string"},
                 "state": {"enum": _BREAKER_STATES},
+                "reason": _REASON,
                 "inFlight": {"type": "integer", "description": "Sent and not yet relayed"},
                 "requests": {"type": "integer", "description": "Answers judged since start"},
                 "failures": {"type": "integer", "description": "429, 5xx or no answer"},
@@ -174,6 +180,8 @@ _SCHEMAS: dict[str, Any] = {
                     "properties": {"at": _DATE_TIME, "cause": {"type": "string"}},
                 },
                 "breaker": {"oneOf": [_ref("Breaker"), {"type": "null"}]},
+                "shared": {"oneOf": [_ref("SharedBreaker"), {"type": "null"}]},
+                "healthCheck": {"oneOf": [_ref("HealthCheck"), {"type": "null"}]},
                 "available": {"type": "boolean", "description": "Pool: a member can send"},
                 "maxAttempts": {"type": "integer"},
                 "firstByteTimeout": {"type": ["number", "null"]},
@@ -188,8 +196,12 @@ _SCHEMAS: dict[str, Any] = {
     "Breaker": _object(
         {
             "state": {"enum": _BREAKER_STATES},
+            "reason": _REASON,
             "since": _DATE_TIME,
-            "until": {**_DATE, "description": "While open: when it half-opens"},
+            "until": {
+                **_DATE,
+                "description": "While open: when it half-opens (null while probes hold it)",
+            },
             "lastTrip": {
                 "type": ["object", "null"],
                 "properties": {
@@ -201,6 +213,10 @@ _SCHEMAS: dict[str, Any] = {
                     "retryAfter": {
                         "type": ["number", "null"],
                         "description": "The wait the backend asked for, when the rule accepts it",
+                    },
+                    "origin": {
+                        **_NULLABLE_STRING,
+                        "description": "The replica whose trip was adopted; null: tripped here",
                     },
                 },
             },
@@ -232,9 +248,49 @@ _SCHEMAS: dict[str, Any] = {
             "priority": {"type": "integer"},
             "weight": {"type": "integer"},
             "state": {"enum": _BREAKER_STATES},
+            "reason": _REASON,
             "available": {"type": "boolean"},
             "availableInSeconds": {"type": "number"},
             "inFlight": {"type": "integer"},
+        }
+    ),
+    "SharedBreaker": _object(
+        {
+            "key": {"type": "string", "description": "The Redis key of the backend's record"},
+            "sync": {"enum": ["starting", "ok", "unavailable"]},
+            "lastSync": {**_DATE, "description": "The last round that reached Redis"},
+            "pollInterval": {"type": "number"},
+            "replica": {"type": "string", "description": "How this process signs its records"},
+            "record": {
+                "type": ["object", "null"],
+                "description": "The record last read: open until a time, or closed",
+                "properties": {
+                    "state": {"enum": ["open", "closed"]},
+                    "at": _DATE_TIME,
+                    "until": _DATE_TIME,
+                    "rule": {"type": "string"},
+                    "cause": {"type": "string"},
+                    "threshold": {"type": "string"},
+                    "retryAfter": {"type": ["number", "null"]},
+                    "origin": {"type": "string"},
+                },
+            },
+        }
+    ),
+    "HealthCheck": _object(
+        {
+            "healthy": {"type": "boolean"},
+            "path": {"type": "string"},
+            "interval": {"type": "number"},
+            "consecutiveFailures": {"type": "integer"},
+            "consecutiveSuccesses": {"type": "integer"},
+            "lastProbe": {
+                "type": ["object", "null"],
+                "properties": {
+                    "at": _DATE_TIME,
+                    "result": {"type": "string", "examples": ["status 200", "timeout"]},
+                },
+            },
         }
     ),
     "RegenerateKey": _object({"key": {"enum": ["primary", "secondary"]}}, "key", closed=True),

@@ -9,12 +9,16 @@ closes when all of them succeed or opens again on the first failure.
 
 Transitions happen lazily when traffic or the admin API looks, on the injected clock. On the
 closed path a request costs a few attribute reads and one set lookup per rule.
+
+Two more things can open it, both from background tasks and never on the request path:
+`adopt` (a trip another replica published, see `shared.py`) and `set_unhealthy` (active
+health checks, see `health.py`), which holds it open until `set_healthy`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
@@ -27,6 +31,8 @@ from aigw.config.model import BreakerRule
 log = logging.getLogger("aigw.backends")
 
 State = Literal["closed", "open", "half-open"]
+# Why a breaker is not closed: its own rules, a trip another replica published, or probes.
+Reason = Literal["circuit-breaker", "shared", "health-check"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +53,7 @@ class Trip:
     at: float
     open_for: float
     retry_after: float | None  # what the backend asked for, when the rule accepts it
+    origin: str | None = None  # the replica whose trip this is, when adopted from Redis
 
 
 class CircuitBreaker:
@@ -67,10 +74,28 @@ class CircuitBreaker:
         self.requests = 0
         self.failures = 0  # answers that were 429 or 5xx, or no answer at all
         self.last_failure: tuple[float, str] | None = None
+        # Told of every trip and close this breaker's own rules decide (to publish them).
+        self.on_change: Callable[[CircuitBreaker], None] | None = None
+        self._unhealthy: str | None = None  # the failed probe holding it open
+        self._comeback = 0.0  # seconds passing probes need, at least, to lift the hold
 
     @property
     def has_rules(self) -> bool:
         return bool(self._rules)
+
+    @property
+    def open_until(self) -> float:
+        """While open on a trip: the monotonic time it half-opens."""
+        return self._until
+
+    @property
+    def reason(self) -> Reason | None:
+        if self.state == "closed":
+            return None
+        if self._unhealthy is not None:
+            return "health-check"
+        trip = self.last_trip
+        return "shared" if trip is not None and trip.origin is not None else "circuit-breaker"
 
     @property
     def state(self) -> State:
@@ -90,6 +115,8 @@ class CircuitBreaker:
         now = self._clock.monotonic()
         if self._state == "open":
             self._refresh(now)
+            if self._state == "open" and self._unhealthy is not None:
+                return max(self._until, now + self._comeback)
         return self._until if self._state == "open" else now
 
     def begin(self) -> Ticket:
@@ -150,6 +177,8 @@ class CircuitBreaker:
         self._until = now + open_for
         self._trial_limit = rule.half_open_requests
         self._enter("open", now)
+        if self.on_change is not None:
+            self.on_change(self)
         log.warning(
             "circuit breaker of backend %r opened by rule %r (%s) for %.3g s",
             self.backend_id,
@@ -165,8 +194,72 @@ class CircuitBreaker:
             },
         )
 
+    def adopt(self, trip: Trip, until: float) -> bool:
+        """Open until `until` (monotonic) for a trip another replica published, unless this
+        breaker is open that long already; a health-check hold stays as it is."""
+        now = self._clock.monotonic()
+        if until <= now or (self._state == "open" and self._until >= until):
+            return False
+        self.last_trip = trip
+        self._until = until
+        self._trial_limit = next(
+            (w.rule.half_open_requests for w in self._rules if w.rule.name == trip.rule), 1
+        )
+        if self._unhealthy is None:
+            self._enter("open", now)
+        log.warning(
+            "circuit breaker of backend %r opened for %.3g s by replica %s (rule %r, %s)",
+            self.backend_id,
+            until - now,
+            trip.origin,
+            trip.rule,
+            trip.cause,
+            extra={
+                "event": "breaker-open",
+                "backend": self.backend_id,
+                "rule": trip.rule,
+                "cause": trip.cause,
+                "open_seconds": round(until - now, 3),
+                "origin": trip.origin,
+            },
+        )
+        return True
+
+    def follow_close(self, at: float, origin: str) -> bool:
+        """Another replica's breaker closed at `at` (monotonic): close too, unless this one
+        tripped after that, or probes hold it open."""
+        trip = self.last_trip
+        if self._state == "closed" or self._unhealthy is not None:
+            return False
+        if trip is not None and trip.at >= at:
+            return False
+        self._enter("closed", self._clock.monotonic())
+        log.info(
+            "circuit breaker of backend %r closed: replica %s closed it",
+            self.backend_id,
+            origin,
+            extra={"event": "breaker-closed", "backend": self.backend_id, "origin": origin},
+        )
+        return True
+
+    def set_unhealthy(self, cause: str, comeback: float) -> None:
+        """Active health checks failed: open until `set_healthy` (at least `comeback` s)."""
+        self._comeback = comeback
+        if self._unhealthy is None:
+            self._unhealthy = cause
+            self._enter("open", self._clock.monotonic())
+
+    def set_healthy(self) -> None:
+        """Probes pass again: closed, or open until a trip still in force ends."""
+        if self._unhealthy is None:
+            return
+        self._unhealthy = None
+        now = self._clock.monotonic()
+        if now >= self._until:
+            self._enter("closed", now)
+
     def _refresh(self, now: float) -> None:
-        if self._state == "open" and now >= self._until:
+        if self._state == "open" and now >= self._until and self._unhealthy is None:
             self._trials_started = self._trials_passed = 0
             self._enter("half-open", now)
             log.info(
@@ -178,6 +271,8 @@ class CircuitBreaker:
 
     def _close(self, now: float) -> None:
         self._enter("closed", now)
+        if self.on_change is not None:
+            self.on_change(self)
         log.info(
             "circuit breaker of backend %r closed: %d trial request(s) succeeded",
             self.backend_id,
@@ -199,6 +294,7 @@ class CircuitBreaker:
         failure = self.last_failure
         return {
             "state": self.state,
+            "reason": self.reason,
             "inFlight": self.in_flight,
             "requests": self.requests,
             "failures": self.failures,
@@ -215,8 +311,10 @@ class CircuitBreaker:
         trip = self.last_trip
         document: dict[str, Any] = {
             "state": state,
+            "reason": self.reason,
             "since": at(self._since),
-            "until": at(self._until) if state == "open" else None,
+            # Held open by probes: until they pass, which no clock can say.
+            "until": at(self._until) if state == "open" and self._unhealthy is None else None,
             "lastTrip": None
             if trip is None
             else {
@@ -226,6 +324,7 @@ class CircuitBreaker:
                 "at": at(trip.at),
                 "openSeconds": round(trip.open_for, 3),
                 "retryAfter": trip.retry_after,
+                "origin": trip.origin,
             },
             "rules": [_rule_snapshot(window, now) for window in self._rules],
         }

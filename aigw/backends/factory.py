@@ -7,9 +7,11 @@ from collections.abc import Mapping
 from aigw.backends.base import Backend
 from aigw.backends.breaker import CircuitBreaker
 from aigw.backends.guarded import GuardedBackend
+from aigw.backends.health import HealthCheck
 from aigw.backends.http import HttpBackend
 from aigw.backends.inprocess import InProcessBackend
 from aigw.backends.pool import PoolBackend
+from aigw.backends.shared import BreakerSync
 from aigw.clock import Clock
 from aigw.config.model import BackendConfig
 
@@ -24,20 +26,27 @@ def build_backend(backend_id: str, config: BackendConfig) -> Backend:
     return HttpBackend(backend_id, config)
 
 
-def build_backends(configs: Mapping[str, BackendConfig], clock: Clock) -> dict[str, Backend]:
+def build_backends(
+    configs: Mapping[str, BackendConfig], clock: Clock, sync: BreakerSync | None = None
+) -> dict[str, Backend]:
     """Every backend of a config: singles behind their breakers, then the pools over them
-    (references were checked by the loader: members exist and are not pools)."""
+    (references were checked by the loader: members exist and are not pools). Breakers
+    with `shared` join `sync` (the loader made sure there is one)."""
     singles: dict[str, GuardedBackend] = {}
     for backend_id, config in configs.items():
         if config.type == "pool":
             continue
-        rules = config.circuit_breaker.rules if config.circuit_breaker else []
+        settings = config.circuit_breaker
+        breaker = CircuitBreaker(backend_id, settings.rules if settings else [], clock)
+        backend = build_backend(backend_id, config)
+        health = None
+        if config.health_check is not None and isinstance(backend, HttpBackend):
+            health = HealthCheck(backend_id, config.health_check, breaker, backend.probe, clock)
+        shared = None
+        if settings is not None and settings.shared and sync is not None:
+            shared = sync.register(backend_id, config.url, breaker)
         singles[backend_id] = GuardedBackend(
-            build_backend(backend_id, config),
-            CircuitBreaker(backend_id, rules, clock),
-            clock,
-            kind=config.type,
-            url=config.url,
+            backend, breaker, clock, kind=config.type, url=config.url, health=health, shared=shared
         )
     backends: dict[str, Backend] = {}
     for backend_id, config in configs.items():

@@ -3,7 +3,7 @@
 Every non-pool backend of the runtime is wrapped in one, with or without breaker rules, so
 the admin API can show in-flight requests and failures for all of them. Sent to directly, an
 open breaker answers 503 without calling the backend; a pool calls `attempt` on the members
-it picked and does its own failover.
+it picked and does its own failover. Its health check (if any) runs while it is started.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from typing import Any
 
 from aigw.backends.base import Backend
 from aigw.backends.breaker import CircuitBreaker
+from aigw.backends.health import HealthCheck
 from aigw.backends.outcome import ErrorReason, Outcome, retry_after_from
+from aigw.backends.shared import SharedLink
 from aigw.clock import Clock
 from aigw.context import RequestContext, Response
 from aigw.errors import BackendTimeout, GatewayError
@@ -54,18 +56,26 @@ class GuardedBackend:
         clock: Clock,
         kind: str,
         url: str | None = None,
+        health: HealthCheck | None = None,
+        shared: SharedLink | None = None,
     ) -> None:
         self.id = backend.id
         self.backend = backend
         self.breaker = breaker
         self.kind = kind
         self.url = url
+        self.health = health
+        self.shared = shared
         self._clock = clock
 
     async def start(self) -> None:
         await self.backend.start()
+        if self.health is not None:
+            await self.health.start()
 
     async def close(self) -> None:
+        if self.health is not None:
+            await self.health.close()
         await self.backend.close()
 
     async def send(self, ctx: RequestContext) -> Response:
@@ -148,6 +158,8 @@ class GuardedBackend:
             document["url"] = self.url
         document.update(self.breaker.counters())
         document["breaker"] = self.breaker.snapshot() if self.breaker.has_rules else None
+        document["shared"] = None if self.shared is None else self.shared.status()
+        document["healthCheck"] = None if self.health is None else self.health.status()
         return document
 
 

@@ -116,6 +116,31 @@ class HttpBackend:
             from_backend=True,
         )
 
+    async def probe(self, path: str, seconds: float) -> int:
+        """A health probe: `GET {url}{path}` with no request's data, within `seconds`; its
+        status (the body is read, at most 64 KiB, and dropped). Raises what `send` raises."""
+        if self._session is None:
+            await self.start()
+        assert self._session is not None
+        connect = min(self._config.timeouts.connect, seconds)
+        try:
+            async with self._session.get(
+                URL(self.base_url + path, encoded=True),
+                headers={"user-agent": "aigw-health-check"},
+                timeout=aiohttp.ClientTimeout(total=seconds, sock_connect=connect),
+                allow_redirects=False,
+            ) as upstream:
+                await upstream.content.read(65536)
+                if not upstream.content.at_eof():
+                    upstream.close()  # a big body is not worth reading to keep the connection
+                return upstream.status
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise BackendTimeout() from None
+        except aiohttp.ClientResponseError:
+            raise BackendProtocolError() from None
+        except (aiohttp.ClientError, ConnectionError):
+            raise BackendConnectionFailure() from None
+
 
 # Control characters (other than tab) cannot be relayed in a header value.
 _BAD_HEADER_BYTES = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")

@@ -121,6 +121,7 @@ class PoolBackend:
                     "priority": settings.priority,
                     "weight": settings.weight,
                     "state": counters["state"],
+                    "reason": counters["reason"],
                     "available": member.breaker.can_send(),
                     "availableInSeconds": round(max(0.0, available_at - now), 3),
                     "inFlight": counters["inFlight"],

@@ -170,6 +170,12 @@ def _issue(path: str, message: str) -> Any:
 def check_references(config: GatewayConfig, issues: IssueCollector) -> None:
     """Dangling references between parts of the config (policies check their own)."""
     for backend_id, backend in config.backends.items():
+        shared = backend.circuit_breaker is not None and backend.circuit_breaker.shared
+        if shared and config.counters.url is None:
+            issues.add(
+                f"backends.{backend_id}.circuit-breaker.shared",
+                "a shared circuit breaker needs Redis: set 'counters.url'",
+            )
         members = backend.pool.members if backend.pool is not None else []
         for index, member in enumerate(members):
             path = f"backends.{backend_id}.pool.members[{index}].backend"

@@ -165,6 +165,22 @@ class BreakerRule(Strict):
 
 class CircuitBreakerConfig(Strict):
     rules: list[BreakerRule] = Field(min_length=1)
+    # Publish trips to the gateway's Redis (`counters.url`) and open on trips published by
+    # other replicas; failures are still counted in each process.
+    shared: bool = False
+
+
+class HealthCheckConfig(Strict):
+    """Active probes: GET `path` on the backend's URL every `interval` seconds."""
+
+    path: str = Field("/", pattern=r"^/[A-Za-z0-9._~!$&'()*+,;=:@/%?-]*$", max_length=1000)
+    interval: Annotated[float, Field(ge=0.05, le=3600)] = 10.0
+    timeout: Annotated[float, Field(gt=0, le=300)] = 5.0
+    unhealthy_threshold: Annotated[int, Field(ge=1, le=100)] = 3
+    healthy_threshold: Annotated[int, Field(ge=1, le=100)] = 2
+    expected_status: list[StatusCodeRange] = Field(
+        default_factory=lambda: [StatusCodeRange(min=200, max=299)], min_length=1
+    )
 
 
 class PoolMember(Strict):
@@ -195,6 +211,7 @@ class BackendConfig(Strict):
     max_connections_per_host: Annotated[int, Field(ge=0)] = 0
     demo: DemoBackendSettings = DemoBackendSettings()
     circuit_breaker: CircuitBreakerConfig | None = None
+    health_check: HealthCheckConfig | None = None
     pool: PoolConfig | None = None
 
     @model_validator(mode="after")
@@ -209,6 +226,8 @@ class BackendConfig(Strict):
         if self.type == "pool" and (self.url is not None or self.circuit_breaker is not None):
             # Its members have the URLs and the breakers; silently ignoring them would mislead.
             raise ValueError("a pool has no 'url' or 'circuit-breaker': its members do")
+        if self.health_check is not None and self.type != "http":
+            raise ValueError("only an http backend has a 'health-check'")
         return self
 
 
@@ -282,6 +301,9 @@ class CountersConfig(Strict):
 
     url: str | None = None
     timeout: Annotated[float, Field(gt=0, le=10)] = 0.5
+    # How often each process reads the breaker state other replicas published
+    # (backends with `circuit-breaker.shared`).
+    breaker_poll_interval: Annotated[float, Field(ge=0.05, le=60)] = 0.5
 
     @model_validator(mode="after")
     def _redis_url(self) -> CountersConfig:

@@ -41,9 +41,15 @@ class MemoryCounterStore:
         return None
 
     async def close(self) -> None:
-        self._windows.clear()
-        self._periods.clear()
-        self._pending.clear()
+        # Dropped, not cleared: after a reload the next runtime's store holds the same ones.
+        self._windows, self._periods, self._pending = {}, {}, []
+
+    def adopt(self, previous: MemoryCounterStore) -> None:
+        """Count on in `previous`'s records (a reload: limits must not start over). Both
+        stores then share them, so requests still in flight on the old runtime settle
+        where the new ones count."""
+        self._windows = previous._windows
+        self._periods = previous._periods
 
     def records(self) -> int:
         """How many windows and periods are held (to watch memory)."""

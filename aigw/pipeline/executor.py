@@ -39,6 +39,8 @@ async def _run_sections(chain: Chain, ctx: RequestContext, terminal: Terminal) -
     result = await run_statements(chain.backend, ctx)
     if result is not None:
         return result
+    if ctx.usage_meter is not None:
+        ctx.usage_meter.forwarded = True  # from here on the backend may bill the prompt
     ctx.response = await terminal(ctx)
     if ctx.usage_meter is not None:  # first, so policies' response hooks see the usage
         ctx.response = await ctx.usage_meter.on_response(ctx.response)
@@ -87,7 +89,8 @@ async def complete(ctx: RequestContext) -> None:
     """Run every registered completion hook once; one failing hook never skips the others."""
     if ctx.usage_meter is not None:
         try:
-            await ctx.usage_meter.finish()  # once, before the hooks that settle usage
+            # Once, before the hooks that settle usage.
+            await ctx.usage_meter.finish(client_left=ctx.client_disconnected)
         except Exception:
             log.exception("counting usage failed (request %s)", ctx.request_id)
     for policy in ctx.observers:

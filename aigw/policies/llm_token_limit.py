@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeGuard
 
 from pydantic import Field, model_validator
 
@@ -108,11 +108,14 @@ class TokenLimit(Policy):
         meter = meter_for(ctx, self.counter)
         if meter is None:
             return None  # not a model call: nothing to count
+        if self in ctx.policy_state:
+            return None  # run again (inside `retry`): the request holds its reservation
         key = text_of(self.counter_key, ctx)
         if not key:
             raise ExpressionEvaluationFailure(detail=f"{self.name}: counter-key is empty")
-        cost = await meter.estimate_prompt() if self.estimate else 0
-        if self.config.strict:
+        prompt = await meter.estimate_prompt() if self.estimate else 0
+        cost = prompt
+        if self.config.strict and meter.operation != "embeddings":  # no completion there
             cost += _max_tokens(meter.body, self.config.strict_max_tokens)
         now = ctx.clock.now().timestamp()
         try:
@@ -122,7 +125,7 @@ class TokenLimit(Policy):
             return None
         ctx.policy_state[self] = reservation
         config = self.config
-        publish(ctx, None, None, config.tokens_consumed_variable_name, cost)
+        publish(ctx, None, None, config.tokens_consumed_variable_name, prompt)
         if reservation.minute is not None:
             publish(
                 ctx, None, None, config.remaining_tokens_variable_name, reservation.minute.remaining
@@ -150,13 +153,14 @@ class TokenLimit(Policy):
         period = None
         if config.token_quota is not None and config.token_quota_period is not None:
             period = period_bounds(config.token_quota_period, now)
+            if minute is not None and cost:
+                # From here what the minute took is settled like a reservation: given back if
+                # the quota refuses (nothing is charged then) or cannot be reached.
+                ctx.policy_state[self] = Reservation(key, cost, minute, None, None)
             quota = await self.store.period_take(
                 f"tokens:{key}", period[0], period[1], config.token_quota, cost, now
             )
             if not quota.allowed:
-                if minute is not None and minute.allowed and cost:
-                    # Nothing is charged for a refused request.
-                    await self.store.window_adjust(f"tpm:{key}", MINUTE, minute.bucket, -cost, now)
                 quota = await self._refused_quota(ctx, key, cost, period, quota)
         return Reservation(key, cost, minute, quota, period)
 
@@ -248,11 +252,14 @@ class TokenLimit(Policy):
     async def _correct(self, reservation: Reservation, delta: int, now: float) -> None:
         try:
             if reservation.minute is not None:
-                await self.store.window_adjust(
-                    f"tpm:{reservation.key}", MINUTE, reservation.minute.bucket, delta, now
-                )
-            if reservation.period is not None:
-                start, end = reservation.period
+                # Tokens beyond what was taken count from now, when they became known: in
+                # the bucket of the take they would miss the window after a long answer.
+                bucket = reservation.minute.bucket if delta < 0 else bucket_start(now, MINUTE)
+                await self.store.window_adjust(f"tpm:{reservation.key}", MINUTE, bucket, delta, now)
+            period = self.config.token_quota_period
+            if reservation.period is not None and period is not None:
+                # The same for the quota: an answer that ends in the next period counts there.
+                start, end = reservation.period if delta < 0 else period_bounds(period, now)
                 await self.store.period_adjust(f"tokens:{reservation.key}", start, end, delta)
         except CounterStoreUnavailable as exc:
             log.warning("%s: could not settle %+d tokens for a request: %s", self.name, delta, exc)
@@ -310,11 +317,19 @@ def _after(taken: Taken | None, delta: int) -> Taken | None:
 
 
 def _max_tokens(body: dict[str, Any], default: int) -> int:
+    """The most the completion can use: `n` choices (Chat Completions, Completions) of at
+    most the request's max tokens each."""
+    n = body.get("n")
+    choices = n if _positive(n) else 1
     for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
         value = body.get(name)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return default
+        if _positive(value):
+            return choices * value
+    return choices * default
+
+
+def _positive(value: object) -> TypeGuard[int]:
+    return type(value) is int and value > 0
 
 
 @register("llm-token-limit")

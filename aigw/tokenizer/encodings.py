@@ -1,9 +1,9 @@
 """Which encoding a model uses, and `TokenCounter`: the loaded encodings, a runtime resource.
 
 Encodings are big and slow to load (o200k_base ≈ 360 ms and 78 MB, cl100k_base ≈ 130 ms and
-39 MB), so `TokenCounter.start()` begins loading them on worker threads and returns at once:
-readiness never waits for a tokenizer. A request that needs one before it is ready awaits
-`encoding()`, which joins the load already running (one load per encoding, ever).
+39 MB), so they load on worker threads: `TokenCounter.start()` loads the preloaded ones before
+the gateway reports ready, and any other loads when a request first needs it; `encoding()`
+joins a load already running (one load per encoding, ever).
 
 quicktok holds the GIL while it builds an encoding, so the event loop still pauses for about
 one load time while that thread runs; the thread only spares the loop from awaiting it. The

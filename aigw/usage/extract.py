@@ -12,12 +12,54 @@ wrong number is worse than counting ourselves.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from typing import Any, Final
 
 from aigw.usage.model import Usage
 
 _CHAT_SHAPED: Final = frozenset({"chat-completions", "completions", "embeddings"})
+
+# Parsing holds the event loop ~10 ms per MB (embeddings answers run to several MB), so a
+# large body's usage is looked for at its end first, where OpenAI and Azure put it.
+LARGE_BODY: Final = 256 << 10
+_TAIL_BYTES: Final = 64 << 10
+# A key `"usage"` right after `{` or `,` is a key, never text inside a string (a quote in a
+# string is escaped). Followed by only scalar members and the body's last `}`, it is a
+# member of the top-level object.
+_USAGE_KEY: Final = re.compile(rb'[{,]\s*"usage"\s*:\s*')
+_SCALAR: Final = r'(?:"(?:[^"\\]|\\.)*"|null|true|false|-?[0-9][0-9.eE+-]*)'
+_TOP_LEVEL_END: Final = re.compile(r'(?:\s*,\s*"(?:[^"\\]|\\.)*"\s*:\s*' + _SCALAR + r")*\s*\}\s*")
+_DECODER: Final = json.JSONDecoder()
+
+
+def usage_from_bytes(operation: str, body: bytes) -> Usage | None:
+    """`usage_from_body` of a JSON body not yet parsed; None if it is not valid JSON."""
+    if len(body) > LARGE_BODY:
+        found = _usage_at_end(body)
+        if found is not None:
+            return usage_from_body(operation, {"usage": found[0]})
+    try:
+        return usage_from_body(operation, json.loads(body))
+    except (ValueError, RecursionError):
+        return None
+
+
+def _usage_at_end(body: bytes) -> tuple[Any] | None:
+    """The top-level `usage` value when it ends the body (or only scalars follow it)."""
+    tail = body[-_TAIL_BYTES:]
+    keys = list(_USAGE_KEY.finditer(tail))
+    if not keys:
+        return None
+    try:
+        text = tail[keys[-1].end() :].decode()
+        value, end = _DECODER.raw_decode(text)
+    except (ValueError, RecursionError):
+        return None
+    if _TOP_LEVEL_END.fullmatch(text, end) is None:
+        return None
+    return (value,)
 
 
 def usage_from_body(operation: str, body: Any) -> Usage | None:

@@ -11,11 +11,10 @@ model's tokenizer, the completion from the streamed text (up to a disconnect, to
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from aigw.usage.extract import usage_from_body
+from aigw.usage.extract import usage_from_bytes
 from aigw.usage.model import Usage
 from aigw.usage.stream import StreamUsage
 
@@ -43,9 +42,13 @@ class UsageMeter:
         self.tracker: StreamUsage | None = None
         self.usage: Usage | None = None
         self.prompt_estimate: int | None = None
+        self.forwarded = False  # the request went to the backend
         self.responded = False  # a backend response (any status) arrived
         self.failed = False  # the backend answered with an error status
         self._finished = False
+        # Usage is read from the answer, which a compressed answer would hide (clients such
+        # as the OpenAI SDKs accept gzip, and the backend's bytes are relayed as they are).
+        ctx.request.headers.set("accept-encoding", "identity")
         if self.streaming and self.operation in _STREAM_USAGE_OPERATIONS:
             self._ask_for_stream_usage(ctx)
 
@@ -76,6 +79,9 @@ class UsageMeter:
         if response.status_code >= 400:
             self.failed = True  # providers do not bill failed calls
             return response
+        encoding = (response.headers.get("content-encoding") or "identity").strip().lower()
+        if encoding != "identity":
+            return response  # compressed after all: relayed unread, the usage is counted
         content_type = (response.headers.get("content-type") or "").lower()
         if content_type.startswith("text/event-stream"):
             self.tracker = StreamUsage(self.operation, self.strip_usage)
@@ -83,12 +89,9 @@ class UsageMeter:
                 response.headers.delete("content-length")
             return response
         if "json" in content_type:
-            body = await response.read(MAX_BUFFERED_BODY)
+            body = await response.read(MAX_BUFFERED_BODY)  # None: relayed unread, counted
             if body is not None:
-                try:
-                    self.usage = usage_from_body(self.operation, json.loads(body))
-                except ValueError:
-                    self.usage = None
+                self.usage = usage_from_bytes(self.operation, body)
         return response
 
     def on_chunk(self, chunk: bytes) -> bytes:
@@ -98,15 +101,18 @@ class UsageMeter:
         """Whatever the stream reader held back of an unfinished last event."""
         return b"" if self.tracker is None else self.tracker.flush()
 
-    async def finish(self) -> Usage | None:
-        """The request's usage: None when no backend answered successfully."""
+    async def finish(self, *, client_left: bool = False) -> Usage | None:
+        """The request's usage: None when no backend answered successfully, unless the
+        client left while the backend was working on it (the backend bills that prompt)."""
         if self._finished:
             return self.usage
         self._finished = True
         if self.usage is None and self.tracker is not None:
             self.usage = self.tracker.usage
-        if self.usage is not None or not self.responded or self.failed:
+        if self.usage is not None or self.failed:
             return self.usage
+        if not self.responded and not (self.forwarded and client_left):
+            return None
         self.usage = await self._counted()
         return self.usage
 

@@ -20,6 +20,35 @@ def nginx_string(text: str) -> str:
     return f"'{escaped}'"
 
 
+# Pool members (configs/pool*.yaml): each is a path prefix on the same nginx, so the harness
+# rebases them like any other backend URL. Every path answers as CHAT_PATH does, except
+# THROTTLED_MEMBER, which answers 429 to THROTTLED_SHARE of requests (chosen by a hash of
+# nginx's random request id), like a PTU deployment at its limit.
+POOL_MEMBERS = ("/ptu", "/payg")
+THROTTLED_MEMBER = "/ptu-throttled"
+THROTTLED_SHARE = "30%"
+THROTTLED_BODY = (
+    '{"error": {"code": "429", "message": "Requests to the ChatCompletions_Create Operation'
+    " have exceeded the rate limit of your current deployment. Please retry after 1 second."
+    '"}}'
+)
+
+
+def _chat_locations(answer: str) -> str:
+    """`answer` (a default_type, headers and a return) at the chat path and the pool members'."""
+    plain = "".join(
+        f"location = {prefix}{CHAT_PATH} {{ {answer} }}\n        " for prefix in ("", *POOL_MEMBERS)
+    )
+    # `rewrite ... last` inside `if` is one of the two safe uses of `if` in a location.
+    throttled = (
+        f"location = {THROTTLED_MEMBER}{CHAT_PATH} {{\n"
+        "            if ($bench_throttled) { rewrite ^ /throttled last; }\n"
+        f"            {answer}\n"
+        "        }"
+    )
+    return plain + throttled
+
+
 def nginx_conf(workdir: Path, json_port: int, sse_port: int) -> str:
     """Config for one worker, no daemon, no access log, long keep-alive.
 
@@ -29,10 +58,13 @@ def nginx_conf(workdir: Path, json_port: int, sse_port: int) -> str:
     completion = nginx_string((PAYLOADS / "completion.json").read_text().strip())
     sse = nginx_string((PAYLOADS / "completion.sse").read_text())
     health = "location = /healthz { default_type text/plain; return 200 'ok'; }"
-    json_loc = (
-        f"location = {CHAT_PATH} {{ default_type application/json; return 200 {completion}; }}"
-    )
+    json_answer = f"default_type application/json; return 200 {completion};"
     sse_type = "default_type text/event-stream; add_header Cache-Control no-cache"
+    sse_answer = f"{sse_type}; return 200 {sse};"
+    throttled = (
+        "location = /throttled { internal; default_type application/json;"
+        f" add_header Retry-After 1 always; return 429 {nginx_string(THROTTLED_BODY)}; }}"
+    )
     return f"""
 worker_processes 1;
 daemon off;
@@ -47,17 +79,20 @@ http {{
     client_body_buffer_size 64k;
     client_body_temp_path {workdir}/client_body;
     proxy_temp_path {workdir}/proxy;
+    split_clients "${{request_id}}" $bench_throttled {{ {THROTTLED_SHARE} 1; * ""; }}
     server {{
         listen {LOOPBACK}:{json_port} backlog=4096;
         {health}
-        {json_loc}
-        location = /stream{CHAT_PATH} {{ {sse_type}; return 200 {sse}; }}
+        {_chat_locations(json_answer)}
+        {throttled}
+        location = /stream{CHAT_PATH} {{ {sse_answer} }}
         location / {{ return 404; }}
     }}
     server {{
         listen {LOOPBACK}:{sse_port} backlog=4096;
         {health}
-        location = {CHAT_PATH} {{ {sse_type}; return 200 {sse}; }}
+        {_chat_locations(sse_answer)}
+        {throttled}
         location / {{ return 404; }}
     }}
 }}

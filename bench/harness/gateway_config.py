@@ -1,4 +1,4 @@
-"""Temp copies of bench/configs/*.yaml pointed at this run's nginx backend and port."""
+"""Temp copies of bench/configs/*.yaml pointed at this run's nginx backend and ports."""
 
 from __future__ import annotations
 
@@ -42,7 +42,11 @@ def _rewrite(node: Any, backend_url: str, depth: int = 0) -> Any:
     return node
 
 
-def write_gateway_config(source: Path, target: Path, backend_url: str, port: int) -> Path:
+def write_gateway_config(
+    source: Path, target: Path, backend_url: str, port: int, admin_port: int
+) -> bool:
+    """Write the copy; True when the config has an `admin` section, which then listens on
+    `admin_port` (its token is the config's business: see harness.admin)."""
     data = yaml.safe_load(source.read_text())
     if not isinstance(data, dict):
         raise ValueError(f"{source}: expected a mapping at the top level")
@@ -50,6 +54,10 @@ def write_gateway_config(source: Path, target: Path, backend_url: str, port: int
     gateway = data.setdefault("gateway", {})
     gateway["host"] = LOOPBACK
     gateway["port"] = port
+    admin = data.get("admin")
+    if isinstance(admin, dict):
+        admin["host"] = LOOPBACK
+        admin["port"] = admin_port
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-    return target
+    return isinstance(admin, dict)

@@ -24,6 +24,8 @@ def _num(value: Any, digits: int = 3) -> str:
 def _short(value: float, unit: str) -> str:
     if unit == "ms" and abs(value) < 10:
         return f"{value:.3f}"
+    if unit == "%" and 0 < abs(value) < 1:  # an error rate: 0.004 % is not 0.0 %
+        return f"{value:.3f}"
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.1f}"
 
 
@@ -60,6 +62,28 @@ def _process_rows(scenario: Mapping[str, Any]) -> list[list[str]]:
                 _num(soak.get("growth_mb"), 1) if soak else "—",
             ]
         )
+    return rows
+
+
+def _backend_rows(scenarios: Mapping[str, Any]) -> list[list[str]]:
+    rows = []
+    for label, scenario in scenarios.items():
+        for name, result in scenario.items():
+            for backend, state in (result.get("backends") or {}).items():
+                trip = state["last_trip"]
+                rows.append(
+                    [
+                        label,
+                        name,
+                        backend,
+                        _num(state["requests"], 0),
+                        _num(state["failures"], 0),
+                        state["state"],
+                        "never" if trip is None else f"{trip['rule']}: {trip['cause']}",
+                    ]
+                )
+            if error := result.get("backends_error"):
+                rows.append([label, name, "—", "—", "—", "—", str(error)[:160]])
     return rows
 
 
@@ -161,6 +185,19 @@ def render(results: Mapping[str, Any], checks: list[Check]) -> str:
         ]
         title = "## Tokenizer (aigw.tokenizer in-process, one thread)"
         out += ["", title, "", *_table(header, tokenizer_rows)]
+    backend_rows = _backend_rows(results.get("scenarios", {}))
+    if backend_rows:
+        header = [
+            "scenario",
+            "target",
+            "backend",
+            "requests",
+            "failed (429, 5xx, no answer)",
+            "breaker",
+            "last trip",
+        ]
+        title = "## Pool members (admin API after the c=16 run; counts since start)"
+        out += ["", title, "", *_table(header, backend_rows)]
     if checks:
         header = ["check", "goal", *GATEWAYS, "compared with"]
         out += ["", "## Project targets", "", *_table(header, _check_rows(checks))]

@@ -12,7 +12,18 @@ REFERENCES = ("ref-aiohttp", "ref-granian")
 BARE, SUBSCRIPTIONS = "aigw-bare", "aigw-subscriptions"
 JWT_RS256, JWT_ES256 = "aigw-jwt-rs256", "aigw-jwt-es256"
 BARE_1K, TOKEN_LIMIT = "aigw-bare-1k", "aigw-token-limit"
-GATEWAYS = (BARE, SUBSCRIPTIONS, JWT_RS256, JWT_ES256, BARE_1K, TOKEN_LIMIT, "aigw-policies")
+POOL, POOL_429 = "aigw-pool", "aigw-pool-429"
+GATEWAYS = (
+    BARE,
+    SUBSCRIPTIONS,
+    JWT_RS256,
+    JWT_ES256,
+    BARE_1K,
+    TOKEN_LIMIT,
+    POOL,
+    POOL_429,
+    "aigw-policies",
+)
 # Targets that are a bare aigw plus one feature: what that feature adds to p50 at c=1 over
 # the bare target sending the same body.
 FEATURE_GOALS_MS = {
@@ -20,7 +31,14 @@ FEATURE_GOALS_MS = {
     JWT_RS256: ("validate-jwt RS256", 0.15, BARE),
     JWT_ES256: ("validate-jwt ES256", 0.15, BARE),
     TOKEN_LIMIT: ("llm-token-limit (Redis, 1k-token prompt estimated)", 0.3, BARE_1K),
+    POOL: ("pool + breakers", 0.05, BARE),
 }
+# Targets whose every 429 is re-sent to another pool member: judged against the same pool
+# without the 429s (FAILOVER_BASIS), not against the references (they make 1.3 upstream calls
+# per request). The share re-sent shows the scenario ran as meant (nginx throttles 30 %).
+FAILOVER = frozenset({POOL_429})
+FAILOVER_BASIS = POOL
+RESENT_RANGE = (25.0, 35.0)
 # Only there to be compared with: the same process as aigw-bare, so no process checks.
 BASIS_ONLY = frozenset({BARE_1K})
 # The RSS goal is for aigw without policies; with the tokenizer's two encodings loaded
@@ -57,10 +75,10 @@ def _best_reference(
     return (max if higher else min)(found, key=lambda item: item[1])
 
 
-def _same_body_as_references(gateway: str) -> bool:
+def _compared_with_references(gateway: str) -> bool:
     """The references send the default body; a target sending another (the 1k-token prompt)
     is compared with its bare basis sending the same body instead (FEATURE_GOALS_MS)."""
-    return TARGETS[gateway].payload == DEFAULT_PAYLOAD
+    return TARGETS[gateway].payload == DEFAULT_PAYLOAD and gateway not in FAILOVER
 
 
 def _relative_checks(scenario: Results, label: str, gateway: str) -> list[Check]:
@@ -117,6 +135,63 @@ def _feature_check(scenario: Results, label: str, gateway: str) -> Check:
     )
 
 
+def _failover_checks(scenario: Results, label: str, gateway: str) -> list[Check]:
+    """A pool re-sending every throttled request: no client sees an error, throughput stays
+    near the clean pool's, and the 429s really happened without tripping a breaker."""
+    suffix = "" if label == "json" else f" ({label})"
+    result = scenario.get(gateway) or {}
+    runs = list((result.get("runs") or {}).values())
+    total = sum(r["requests"] for r in runs)
+    failed = sum(r["error_count"] for r in runs)
+    rate = round(100.0 * failed / total, 3) if total else None
+    clean = _run_value(scenario.get(FAILOVER_BASIS), "c16", "rps")
+    rps = _run_value(result, "c16", "rps")
+    pct = round(100.0 * rps / clean, 1) if clean and rps is not None else None
+    backends = result.get("backends") or {}
+    attempts = sum(b["requests"] for b in backends.values())
+    resends = sum(b["failures"] for b in backends.values())
+    # Each failed attempt was followed by another, so client requests = attempts - failures.
+    clients = attempts - resends
+    resent = round(100.0 * resends / clients, 1) if backends and clients > 0 else None
+    tripped = sorted(name for name, b in backends.items() if b["last_trip"] is not None)
+    low, high = RESENT_RANGE
+    trip_note = f"tripped: {', '.join(tripped)}" if tripped else "no breaker tripped"
+    return [
+        Check(
+            f"pool failover: client-visible error rate{suffix}",
+            "0 %",
+            gateway,
+            rate,
+            "%",
+            None if rate is None else failed == 0,
+            f"{failed:,} failed of {total:,} (c=1 + c=16)",
+        ),
+        Check(
+            f"pool failover: throughput c=16 vs {FAILOVER_BASIS}{suffix}",
+            ">= 90 %",
+            gateway,
+            pct,
+            "%",
+            None if pct is None else pct >= 90.0,
+            (f"{FAILOVER_BASIS} {clean:,.0f} rps" if clean else f"no {FAILOVER_BASIS} result")
+            + (
+                f"; {attempts / clients:.2f} upstream calls per request"
+                if resent is not None
+                else ""
+            ),
+        ),
+        Check(
+            f"pool failover: requests re-sent after a 429 (admin API){suffix}",
+            f"{low:.0f} to {high:.0f} %, no trip",
+            gateway,
+            resent,
+            "%",
+            None if resent is None else low <= resent <= high and not tripped,
+            f"{resends:,} of {clients:,} requests; {trip_note}" if backends else "no admin data",
+        ),
+    ]
+
+
 def _process_checks(result: Results | None, gateway: str) -> list[Check]:
     result = result or {}
     rss = (result.get("rss_after_c16") or {}).get("largest_mb")
@@ -159,10 +234,12 @@ def compute_checks(scenarios: Results) -> list[Check]:
     checks: list[Check] = []
     for gateway in GATEWAYS:
         for label, scenario in scenarios.items():
-            if gateway in scenario and _same_body_as_references(gateway):
+            if gateway in scenario and _compared_with_references(gateway):
                 checks += _relative_checks(scenario, label, gateway)
             if gateway in FEATURE_GOALS_MS and gateway in scenario:
                 checks.append(_feature_check(scenario, label, gateway))
+            if gateway in FAILOVER and gateway in scenario:
+                checks += _failover_checks(scenario, label, gateway)
         if gateway in scenarios.get("json", {}) and gateway not in BASIS_ONLY:
             checks += _process_checks(scenarios["json"][gateway], gateway)
     return checks

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from harness.admin import backend_states
 from harness.backend import CHAT_PATH, StaticBackend, start_backend
 from harness.markdown import render
 from harness.probe import preflight, time_to_first_byte
@@ -129,6 +130,11 @@ def measure(
     }
     if child:
         result["rss_after_c16"] = asdict(rss_tree(child.pid))
+    if target.admin:
+        try:
+            result["backends"] = backend_states(target.admin.port, target.admin.token)
+        except (OSError, ValueError, KeyError, http.client.HTTPException) as err:
+            result["backends_error"] = f"admin API: {err!r}"
     if scenario.stream and settings.ttfb_samples > 0:
         result["ttfb"] = time_to_first_byte(
             target.port, payload, True, extra, settings.ttfb_samples
@@ -193,6 +199,12 @@ def summary_line(result: Mapping[str, Any]) -> str:
         parts.append(f"prompt {prepared['prompt_tokens']:,} tokens ({prepared['encoding']})")
         if tokenizer := prepared.get("tokenizer"):
             parts.append(tokenizer_line(tokenizer))
+    for backend, state in (result.get("backends") or {}).items():
+        trip = "never tripped" if state["last_trip"] is None else "tripped"
+        parts.append(
+            f"{backend} {state['requests']:,} req, {state['failures']:,} failed,"
+            f" {state['state']}, {trip}"
+        )
     if soak := result.get("soak"):
         parts.append(f"soak {soak['requests']:,} req, RSS +{soak['growth_mb']} MB")
     return " | ".join([*parts, result.get("status", "")])

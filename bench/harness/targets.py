@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+from harness.admin import TOKEN_ENV, new_token
 from harness.gateway_config import write_gateway_config
 from harness.litellm_target import (
     MASTER_KEY,
@@ -105,6 +107,19 @@ TARGETS: Mapping[str, TargetSpec] = {
             token_limit=True,
         ),
         TargetSpec(
+            "aigw-pool",
+            "aigw",
+            "aigw, no policies, a two-member pool (PTU first, PAYG second) with breakers",
+            "configs/pool.yaml",
+        ),
+        TargetSpec(
+            "aigw-pool-429",
+            "aigw",
+            "aigw-pool with the PTU member answering 429 to 30 % of requests: all re-sent to PAYG",
+            "configs/pool-429.yaml",
+            soak=True,
+        ),
+        TargetSpec(
             "aigw-policies", "aigw", "aigw, all core policies", "configs/policies.yaml", soak=True
         ),
         TargetSpec(
@@ -127,6 +142,8 @@ DEFAULT_TARGETS = (
     "aigw-jwt-es256",
     "aigw-bare-1k",
     "aigw-token-limit",
+    "aigw-pool",
+    "aigw-pool-429",
     "aigw-policies",
 )
 
@@ -141,6 +158,14 @@ class LaunchContext:
 
 
 @dataclass(frozen=True, slots=True)
+class Admin:
+    """Where the target's admin API listens, and its token (never written to the results)."""
+
+    port: int
+    token: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class RunningTarget:
     spec: TargetSpec
     port: int
@@ -151,6 +176,7 @@ class RunningTarget:
     seeded: SeededStore | None = None
     minted: MintedToken | None = None
     prepared: PreparedTokenLimit | None = None
+    admin: Admin | None = None
 
 
 def _aigw_config(ctx: LaunchContext, spec: TargetSpec, tag: str) -> Path:
@@ -160,20 +186,28 @@ def _aigw_config(ctx: LaunchContext, spec: TargetSpec, tag: str) -> Path:
 
 def _command(
     ctx: LaunchContext, spec: TargetSpec, upstream: str, port: int, tag: str
-) -> tuple[list[str], Path]:
-    """argv and working directory for one target listening on `port`, forwarding to `upstream`."""
+) -> tuple[list[str], Path, Admin | None]:
+    """argv and working directory for one target listening on `port`, forwarding to `upstream`,
+    and its admin API if its config enables one."""
     if spec.kind == "reference":
-        return [
-            ctx.python,
-            str(BENCH_DIR / spec.source),
-            "--port",
-            str(port),
-            "--upstream",
-            upstream,
-        ], BENCH_DIR
+        return (
+            [
+                ctx.python,
+                str(BENCH_DIR / spec.source),
+                "--port",
+                str(port),
+                "--upstream",
+                upstream,
+            ],
+            BENCH_DIR,
+            None,
+        )
     if spec.kind == "aigw":
         config = _aigw_config(ctx, spec, tag)
-        write_gateway_config(BENCH_DIR / spec.source, config, upstream, port)
+        admin_port = free_port()
+        has_admin = write_gateway_config(
+            BENCH_DIR / spec.source, config, upstream, port, admin_port
+        )
         argv = [
             ctx.python,
             "-m",
@@ -186,13 +220,13 @@ def _command(
             "--workers",
             "1",
         ]
-        return argv, ctx.repo
+        return argv, ctx.repo, Admin(admin_port, new_token()) if has_admin else None
     if spec.kind == "litellm":
         litellm = ensure_litellm(
             ctx.litellm_venv, ctx.python, ctx.registry.log_dir / "litellm-install.log"
         )
         config = write_litellm_config(ctx.workdir / f"litellm-{tag}.yaml", upstream)
-        return litellm_argv(litellm, config, port), ctx.workdir
+        return litellm_argv(litellm, config, port), ctx.workdir, None
     raise ValueError(f"no command for target kind {spec.kind}")
 
 
@@ -209,7 +243,7 @@ def launch(
             raise ValueError(f"upstream without a port: {upstream}")
         return RunningTarget(spec, port, child=None, ready_ms=None, headers=spec.headers)
     port = free_port()
-    argv, cwd = _command(ctx, spec, upstream, port, tag)
+    argv, cwd, admin = _command(ctx, spec, upstream, port, tag)
     seeded, minted, prepared = None, None, None
     if spec.subscriptions:
         config = _aigw_config(ctx, spec, tag)
@@ -222,6 +256,8 @@ def launch(
         config = _aigw_config(ctx, spec, tag)
         prepared = prepare_token_limit(ctx.python, config, spec.payload_path, ctx.repo, measure)
     env = litellm_env() if spec.kind == "litellm" else None
+    if admin is not None:
+        env = {**os.environ, TOKEN_ENV: admin.token}
     child = ctx.registry.start(f"{spec.name}-{tag}", argv, env=env, cwd=cwd)
     try:
         ready_ms = wait_ready(
@@ -232,4 +268,6 @@ def launch(
         raise
     headers = spec.headers + ((seeded.header,) if seeded else ())
     headers += (minted.header,) if minted else ()
-    return RunningTarget(spec, port, child, round(ready_ms, 1), headers, seeded, minted, prepared)
+    return RunningTarget(
+        spec, port, child, round(ready_ms, 1), headers, seeded, minted, prepared, admin
+    )

@@ -5,6 +5,7 @@ or SSE when the request says `"stream": true`) and records the exact body bytes 
 The test sets what it does next through `mode`: answer, throttle with Retry-After, fail with
 500, hang before the head, stall after the head, or break a stream after its first chunk.
 A member that refuses connections is simply a URL nobody listens on (`refusing_url`).
+`GET /healthz` answers `health` (200 unless told otherwise) and is recorded apart.
 """
 
 from __future__ import annotations
@@ -83,7 +84,15 @@ def _handler(member: MockMember) -> type[BaseHTTPRequestHandler]:
             with contextlib.suppress(OSError):
                 self._answer(mode, streaming)
 
-        do_GET = do_POST
+        def do_GET(self) -> None:
+            if self.path != "/healthz":
+                self.do_POST()
+                return
+            with member.lock:
+                member.probes.append({k.lower(): v for k, v in self.headers.items()})
+                status = member.health
+            with contextlib.suppress(OSError):
+                self._json(status, {"status": "ok" if status == 200 else "failing"})
 
         def _answer(self, mode: Mode, streaming: bool) -> None:
             if mode.kind == "hang":
@@ -141,6 +150,8 @@ class MockMember:
         self.lock = threading.Lock()
         self.bodies: list[bytes] = []
         self.mode = OK
+        self.health = 200
+        self.probes: list[dict[str, str]] = []  # headers (lower-case) of each health probe
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -150,6 +161,10 @@ class MockMember:
     def set(self, mode: Mode) -> None:
         with self.lock:
             self.mode = mode
+
+    def set_health(self, status: int) -> None:
+        with self.lock:
+            self.health = status
 
     @property
     def calls(self) -> int:

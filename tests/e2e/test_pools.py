@@ -1,7 +1,8 @@
 """Pools through the real gateway process, against controllable members on 127.0.0.1:
 PTU → PAYG spill-over and return, failover re-sending the exact body, no retry once a
 stream has started, first-byte and read timeouts, 503 with an honest Retry-After when every
-member is tripped, and the admin API's view of it all.
+member is tripped, a member taken out by its health probe and back, and the admin API's view
+of it all. (Breakers shared through Redis: `test_pools_shared.py`.)
 
 Each scenario has its own pool, members and API path, so their breakers do not meet.
 """
@@ -20,7 +21,7 @@ import openai
 import pytest
 
 from tests.e2e.admin_helpers import TOKEN_ENV, admin_client
-from tests.e2e.helpers import CHAT_BODY, MODEL, assert_error
+from tests.e2e.helpers import CHAT_BODY, MODEL, assert_error, wait_until
 from tests.e2e.pool_members import OK, MockMember, Mode, refusing_url
 from tests.support import Gateway, free_port
 
@@ -55,6 +56,14 @@ POOLS: dict[str, tuple[list[tuple[str, int]], dict[str, Any]]] = {
     "stall": ([("stall-1", 1), ("stall-2", 2)], {"first-byte-timeout": 0.5}),
     "slow": ([("slow-1", 1), ("slow-2", 2)], {}),
     "dead": ([("dead-1", 1), ("dead-2", 2)], {}),
+    "probed": ([("probed-1", 1), ("probed-2", 2)], {}),
+}
+HEALTH_CHECK = {
+    "path": "/healthz",
+    "interval": 0.2,
+    "timeout": 1,
+    "unhealthy-threshold": 2,
+    "healthy-threshold": 2,
 }
 
 
@@ -81,6 +90,8 @@ def member_config(name: str, url: str) -> dict[str, Any]:
         config["circuit-breaker"] = breaker(trip=4)
     elif name == "dead-2":  # asks for 20 s, capped at 6
         config["circuit-breaker"] = breaker(trip=30, max_retry_after=6)
+    elif name == "probed-1":
+        config["health-check"] = HEALTH_CHECK
     return config
 
 
@@ -252,6 +263,41 @@ def test_everything_tripped_is_a_503_with_an_honest_retry_after(
     third = httpx.post(url, json=CHAT_BODY, timeout=10)
     assert_error(third, 502, "unreachable")
     assert "127.0.0.1" not in third.text
+
+
+def test_a_member_failing_its_health_probe_is_out_of_rotation_until_it_passes_again(
+    gateway: Gateway, members: dict[str, MockMember], admin: httpx.Client
+) -> None:
+    probed = members["probed-1"]
+
+    def state() -> dict[str, Any]:
+        return dict(admin.get("/backends/probed-1").json())
+
+    with sdk(gateway, "probed") as client:
+        assert ask(client) == "from probed-1"
+        probed.set_health(503)
+        assert wait_until(lambda: state()["state"] == "open", timeout=5)
+        out = state()
+        assert out["reason"] == "health-check"
+        assert out["breaker"] is None  # no rules: held by the probes alone
+        assert out["healthCheck"]["healthy"] is False
+        assert out["healthCheck"]["lastProbe"]["result"] == "status 503"
+        pool = admin.get("/backends/probed").json()
+        assert pool["members"][0]["reason"] == "health-check"
+        calls = probed.calls
+        assert Counter(ask(client) for _ in range(5)) == {"from probed-2": 5}
+        assert probed.calls == calls  # nothing sent to it while out
+        probed.set_health(200)
+        assert wait_until(lambda: state()["state"] == "closed", timeout=5)
+        assert state()["healthCheck"]["consecutiveSuccesses"] >= 2
+        assert ask(client) == "from probed-1"
+    # Probes carry nothing of any request (the SDK sent an API key and a JSON body).
+    assert len(probed.probes) >= 4
+    for headers in probed.probes:
+        assert headers == {
+            "host": probed.url.removeprefix("http://"),
+            "user-agent": "aigw-health-check",
+        }
 
 
 def test_the_admin_api_lists_every_backend_with_its_state(

@@ -390,6 +390,27 @@ def test_a_stream_without_usage_from_the_backend_is_counted(
     left_settles(http, "stream", key, 1000 - 8 - 2 * 40)
 
 
+def test_a_client_that_accepts_gzip_is_still_charged_its_usage(
+    http: httpx.Client, fixed: FixedChatBackend
+) -> None:
+    """The OpenAI SDKs accept gzip; a backend that would compress must not hide the usage."""
+    key = new_key()
+    headers = {"x-key": key, "x-gzip": "1", "accept-encoding": "gzip"}
+    answer = chat(http, "tpm", key, "30,10", headers=headers)
+    assert answer.status_code == 200 and answer.json()["usage"]["total_tokens"] == 40
+    assert answer.headers["x-tokens-consumed"] == "40"
+    left_settles(http, "tpm", key, 60)
+
+    payload = {"model": MODEL, "messages": HELLO, "stream": True}
+    headers = {**headers, "x-usage": "12,7"}
+    with http.stream("POST", "/stream/v1/chat/completions", json=payload, headers=headers) as r:
+        assert r.status_code == 200
+        received = b"".join(r.iter_bytes())  # decoded, if the gateway let it be compressed
+    assert received == stream_bytes(MODEL, 12, 7, include_usage=False)
+    left_settles(http, "stream", key, 1000 - 19)
+    assert all(seen.headers.get("accept-encoding") == "identity" for seen in fixed.requests[-2:])
+
+
 def _normalised(raw: bytes) -> list[Any]:
     events = _events(raw)
     for event in events:
@@ -463,6 +484,23 @@ def test_a_client_that_leaves_mid_stream_pays_for_what_was_generated(
     assert _demo_prompt_tokens() + 5 <= used < full // 2, (used, full)
     record = access_record(gateway.stdout, request_id)
     assert record["client_disconnected"] is True
+
+
+def test_a_client_that_leaves_before_the_answer_pays_for_its_prompt(
+    gateway: Gateway, http: httpx.Client, fixed: FixedChatBackend
+) -> None:
+    """The backend still works on (and bills) a request whose client timed out."""
+    key = new_key()
+    headers = {"x-key": key, "x-usage": "100,50", "x-delay-ms": "1500"}
+    with (
+        httpx.Client(base_url=gateway.url, timeout=0.3) as impatient,
+        pytest.raises(httpx.TimeoutException),
+    ):
+        payload = {"model": MODEL, "messages": HELLO}
+        impatient.post("/stream/v1/chat/completions", json=payload, headers=headers)
+    assert wait_until(lambda: calls_for(fixed, key) == 1, timeout=2)
+    # Counted by the gateway with o200k_base: the 8 tokens of the prompt, not nothing.
+    left_settles(http, "stream", key, 1000 - 8)
 
 
 def _demo_prompt_tokens() -> int:

@@ -9,8 +9,10 @@ Per request:
   one chunk each when streamed.
 - `x-no-usage: 1` — report no usage at all, also when a stream asked for it.
 - `x-chunk-delay-ms: N` — pause between streamed events.
+- `x-delay-ms: N` — pause before a non-streamed answer.
 - `x-obfuscation: 1` — end every chunk with an `"obfuscation"` member, as OpenAI does unless
   `stream_options.include_obfuscation` is false (there random padding, here a fixed one).
+- `x-gzip: 1` — gzip the answer (a stream event by event) when the request accepts gzip.
 
 Streams follow OpenAI's wire format: compact JSON, and with `stream_options.include_usage`
 a `"usage":null` member on every chunk and a last chunk with `"choices":[]` and the usage.
@@ -18,9 +20,11 @@ a `"usage":null` member on every chunk and a last chunk with `"choices":[]` and 
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -125,35 +129,47 @@ def _handler(log: _Log) -> type[BaseHTTPRequestHandler]:
             p, c = int(prompt), int(completion)
             model = str(body.get("model", "fixed-model"))
             no_usage = headers.get("x-no-usage") == "1"
+            gzipped = headers.get("x-gzip") == "1" and "gzip" in headers.get("accept-encoding", "")
             if body.get("stream") is True:
                 options = body.get("stream_options")
                 asked = isinstance(options, dict) and options.get("include_usage") is True
                 delay = float(headers.get("x-chunk-delay-ms", "0")) / 1000
                 padded = headers.get("x-obfuscation") == "1"
                 events = stream_events(model, p, c, asked and not no_usage, padded)
-                self._stream(seen, events, delay)
+                self._stream(seen, events, delay, gzipped)
                 return
             payload = completion_body(model, p, c, usage=not no_usage)
+            time.sleep(float(headers.get("x-delay-ms", "0")) / 1000)
             self.send_response(200)
             self.send_header("content-type", "application/json")
+            if gzipped:
+                payload = gzip.compress(payload)
+                self.send_header("content-encoding", "gzip")
             self.send_header("content-length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)
 
-        def _stream(self, seen: Seen, events: Iterator[bytes], delay: float) -> None:
+        def _stream(self, seen: Seen, events: Iterator[bytes], delay: float, gzipped: bool) -> None:
             self.close_connection = True
             self.send_response(200)
             self.send_header("content-type", "text/event-stream")
             self.send_header("connection", "close")
+            if gzipped:
+                self.send_header("content-encoding", "gzip")
             self.end_headers()
+            packer = zlib.compressobj(wbits=31) if gzipped else None  # 31: the gzip format
             try:
                 for index, event in enumerate(events):
                     if index and delay:
                         time.sleep(delay)
                     with log.lock:  # before writing: the client may read it at once
                         seen.sent += event
+                    if packer is not None:
+                        event = packer.compress(event) + packer.flush(zlib.Z_SYNC_FLUSH)
                     self.wfile.write(event)
                     self.wfile.flush()
+                if packer is not None:
+                    self.wfile.write(packer.flush())
             except OSError:
                 pass  # the gateway hung up (its client left)
 

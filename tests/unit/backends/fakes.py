@@ -11,6 +11,7 @@ from typing import Any
 from aigw.backends.breaker import CircuitBreaker
 from aigw.backends.guarded import GuardedBackend
 from aigw.backends.pool import PoolBackend
+from aigw.backends.shared import SharedRecord, SharedStateUnavailable
 from aigw.clock import ManualClock
 from aigw.config.model import BreakerRule, PoolConfig
 from aigw.context import RequestContext, Response
@@ -118,3 +119,33 @@ async def body_of(response: Response) -> bytes:
     parts = [chunk async for chunk in response.stream]
     await response.aclose()
     return b"".join(parts)
+
+
+class MemoryStateStore:
+    """The shared-state store's contract in a dict, shared by the "replicas" of a test;
+    `down` makes every call fail as an unreachable Redis would. TTLs are not modelled."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, str] = {}
+        self.down = False
+        self.publishes = 0
+
+    async def publish(self, key: str, record: str, not_before: float, ttl: float) -> bool:
+        self._check()
+        self.publishes += 1
+        old = SharedRecord.decode(self.records[key]) if key in self.records else None
+        if old is not None and old.state == "open" and old.until > not_before:
+            return False
+        self.records[key] = record
+        return True
+
+    async def read(self, keys: Sequence[str]) -> list[str | None]:
+        self._check()
+        return [self.records.get(key) for key in keys]
+
+    async def close(self) -> None:
+        return None
+
+    def _check(self) -> None:
+        if self.down:
+            raise SharedStateUnavailable("Redis at 127.0.0.1:1 is unavailable: refused")

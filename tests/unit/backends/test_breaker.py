@@ -279,7 +279,9 @@ def test_snapshot_says_what_tripped_it_and_until_when(clock: ManualClock) -> Non
         "at": "2026-01-01T00:00:05.000+00:00",
         "openSeconds": 20,
         "retryAfter": None,
+        "origin": None,
     }
+    assert snapshot["reason"] == counters["reason"] == "circuit-breaker"
     assert [r["name"] for r in snapshot["rules"]] == ["throttle", "five-hundreds"]
     breaker.end(in_flight, OK)
     breaker.done()

@@ -9,6 +9,7 @@ import pytest
 
 from aigw.backends.guarded import GuardedBackend
 from aigw.backends.pool import PoolBackend
+from aigw.backends.shared import BreakerSync
 from aigw.config.errors import ConfigError
 from aigw.config.loader import load_config_text
 from aigw.runtime import build_runtime
@@ -84,6 +85,23 @@ def test_pools_share_the_guarded_members_of_the_runtime(
             "backends.a.circuit-breaker.rules[0].failure-condition",
             "exactly one of",
         ),
+        (
+            "{a: {url: 'http://x', circuit-breaker: {shared: true, rules: [{name: r, "
+            "failure-condition: {count: 1, status-code-ranges: [429]}}]}}}",
+            "backends.a.circuit-breaker.shared",
+            "set 'counters.url'",
+        ),
+        ("{d: {type: demo, health-check: {path: /healthz}}}", "backends.d", "only an http"),
+        (
+            "{a: {url: 'http://x', health-check: {path: 'healthz'}}}",
+            "backends.a.health-check.path",
+            "should match pattern",
+        ),
+        (
+            "{a: {url: 'http://x', health-check: {expected-status: []}}}",
+            "backends.a.health-check.expected-status",
+            "at least 1",
+        ),
     ],
 )
 def test_pool_and_breaker_config_errors(
@@ -99,3 +117,43 @@ def test_pool_and_breaker_config_errors(
     issues = {issue.path: issue.message for issue in caught.value.issues}
     assert path in issues, issues
     assert message in issues[path]
+
+
+SHARED_AND_PROBED = """
+counters: {url: "redis://127.0.0.1:6379/0", breaker-poll-interval: 0.25}
+backends:
+  ptu:
+    url: http://127.0.0.1:9/openai
+    circuit-breaker:
+      shared: true
+      rules: [{name: r, failure-condition: {count: 1, status-code-ranges: [429]}}]
+    health-check: {path: /healthz, interval: 2, expected-status: [200, "204"]}
+  payg:
+    url: http://127.0.0.1:9/payg
+    circuit-breaker: {rules: [{name: r, failure-condition: {count: 1, status-code-ranges: [429]}}]}
+"""
+
+
+def test_shared_breakers_join_one_sync_and_probed_backends_get_a_health_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    runtime = build_runtime(load_config_text(SHARED_AND_PROBED))
+    ptu, payg = (runtime.services.backends[name] for name in ("ptu", "payg"))
+    assert isinstance(ptu, GuardedBackend) and isinstance(payg, GuardedBackend)
+    syncs = [r for r in runtime.resources if isinstance(r, BreakerSync)]
+    assert len(syncs) == 1 and syncs[0].interval == 0.25
+    assert ptu.shared is not None and ptu.shared.sync is syncs[0]
+    assert ptu.breaker.on_change is not None
+    assert payg.shared is None and payg.breaker.on_change is None
+    assert ptu.health is not None and payg.health is None
+    status = ptu.status()
+    assert status["shared"]["sync"] == "starting" and status["shared"]["record"] is None
+    assert status["healthCheck"]["healthy"] is True
+    assert payg.status()["shared"] is None and payg.status()["healthCheck"] is None
+
+
+def test_no_sync_without_a_shared_breaker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    runtime = build_runtime(load_config_text(SHARED_AND_PROBED.replace("shared: true", "")))
+    assert not any(isinstance(r, BreakerSync) for r in runtime.resources)

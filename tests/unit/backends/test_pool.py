@@ -341,6 +341,7 @@ async def test_status_for_the_admin_api(clock: ManualClock) -> None:
             "priority": 1,
             "weight": 1,
             "state": "open",
+            "reason": "circuit-breaker",
             "available": False,
             "availableInSeconds": 4.0,
             "inFlight": 0,
@@ -350,6 +351,7 @@ async def test_status_for_the_admin_api(clock: ManualClock) -> None:
             "priority": 2,
             "weight": 5,
             "state": "closed",
+            "reason": None,
             "available": True,
             "availableInSeconds": 0.0,
             "inFlight": 0,
@@ -359,3 +361,4 @@ async def test_status_for_the_admin_api(clock: ManualClock) -> None:
     assert single["state"] == "open" and single["failures"] == 1
     assert single["breaker"]["lastTrip"]["retryAfter"] == 4.0
     assert payg_member.status()["breaker"] is None
+    assert single["shared"] is None and single["healthCheck"] is None

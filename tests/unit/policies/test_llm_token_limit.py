@@ -16,8 +16,10 @@ from aigw.config.errors import IssueCollector
 from aigw.context import OperationInfo, RequestContext, Response
 from aigw.errors import GatewayError
 from aigw.headers import Headers
+from aigw.limits.memory_store import MemoryCounterStore
 from aigw.limits.store import CounterStoreUnavailable
-from aigw.pipeline.executor import complete
+from aigw.pipeline.chain import Chain
+from aigw.pipeline.executor import complete, execute
 from aigw.policies.base import Policy, run_statements
 from aigw.policies.build import BuildContext
 from aigw.policies.llm_token_limit import TokenLimit
@@ -59,14 +61,7 @@ def call(policies: list[Policy], ctx: RequestContext, used: int | None) -> Respo
             await complete(ctx)
             await drain(policies)
             raise exc
-        body = {
-            "id": "x",
-            "choices": [],
-            "usage": {"prompt_tokens": 0, "completion_tokens": used, "total_tokens": used},
-        }
-        response = Response(
-            200, Headers([("content-type", "application/json")]), json.dumps(body).encode()
-        )
+        response = answer(used)
         if ctx.usage_meter is not None:
             response = await ctx.usage_meter.on_response(response)
         for policy in policies:
@@ -76,6 +71,16 @@ def call(policies: list[Policy], ctx: RequestContext, used: int | None) -> Respo
         return response
 
     return asyncio.run(go())
+
+
+def answer(used: int | None) -> Response:
+    """A backend's JSON answer reporting `used` tokens."""
+    body = {
+        "id": "x",
+        "choices": [],
+        "usage": {"prompt_tokens": 0, "completion_tokens": used, "total_tokens": used},
+    }
+    return Response(200, Headers([("content-type", "application/json")]), json.dumps(body).encode())
 
 
 async def drain(policies: list[Policy]) -> None:
@@ -305,3 +310,212 @@ def test_operations_without_tokens_are_not_limited(clock: ManualClock) -> None:
     ctx.operation = OperationInfo("models", "models", "GET", "/models")
     assert asyncio.run(run_statements(policy, ctx)) is None
     assert ctx.usage_meter is None
+
+
+def test_a_request_that_outlasts_the_window_is_still_charged_its_usage(
+    clock: ManualClock,
+) -> None:
+    """A long answer (a reasoning model, minutes): its tokens count from when they are known,
+    not only inside the minute the request came in."""
+    policy = limits(
+        {"counter-key": "k", "tokens-per-minute": 1000, "remaining-tokens-header-name": "x-left"}
+    )
+    ctx = request(clock)
+
+    async def slow() -> None:
+        assert await run_statements(policy, ctx) is None
+        clock.advance(90)
+        assert ctx.usage_meter is not None
+        await ctx.usage_meter.on_response(answer(600))
+        await complete(ctx)
+        await drain(policy)
+
+    asyncio.run(slow())
+    assert call(policy, request(clock), 0).headers.get("x-left") == "400"
+
+
+def test_strict_mode_reserves_nothing_for_the_completion_of_embeddings(
+    clock: ManualClock,
+) -> None:
+    policy = limits({"counter-key": "k", "tokens-per-minute": 100, "strict": True})
+    ctx = request(clock, {"model": "text-embedding-3-small", "input": "Hello there"})
+    ctx.operation = OperationInfo("embeddings", "embeddings", "POST", "/embeddings")
+    assert asyncio.run(run_statements(policy, ctx)) is None
+
+
+def test_strict_mode_reserves_max_tokens_for_each_of_n_choices(clock: ManualClock) -> None:
+    policy = limits({"counter-key": "k", "tokens-per-minute": 1000, "strict": True})
+    body = {**PROMPT, "max_tokens": 300, "n": 3}
+    assert asyncio.run(run_statements(policy, request(clock, body))) is None
+    with pytest.raises(GatewayError) as caught:  # 3 x 300 are taken: a second cannot fit
+        asyncio.run(run_statements(policy, request(clock, body)))
+    assert caught.value.status_code == 429
+
+
+def test_a_limit_run_again_inside_retry_holds_one_reservation(clock: ManualClock) -> None:
+    build = BuildContext(issues=IssueCollector(), backend_ids=frozenset())
+    limit = {
+        "counter-key": "k",
+        "tokens-per-minute": 1000,
+        "estimate-prompt-tokens": True,
+        "remaining-tokens-header-name": "x-left",
+    }
+    statement = {
+        "retry": {
+            "condition": "true",
+            "count": 2,
+            "interval": 0,
+            "policies": [{"llm-token-limit": limit}],
+        }
+    }
+    built = build.statements([statement], "p")
+    assert not build.issues.issues, build.issues.issues
+    policies = [p for p in built if isinstance(p, Policy)]
+    call(policies, request(clock), 0)  # run three times, settled once: nothing may be left
+    ctx = request(clock)
+    asyncio.run(run_statements(policies, ctx))
+    (reservation,) = [v for k, v in ctx.policy_state.items() if isinstance(k, TokenLimit)]
+    assert reservation.minute is not None
+    assert reservation.minute.used == reservation.cost  # one estimate taken, once
+
+
+def test_a_client_that_leaves_while_the_backend_works_pays_for_its_prompt(
+    clock: ManualClock,
+) -> None:
+    """The backend bills a request the client gave up on (a non-streamed answer is made
+    whole before its head): the prompt is charged, not nothing."""
+    policy = limits(
+        {"counter-key": "k", "tokens-per-minute": 1000, "remaining-tokens-header-name": "x-left"}
+    )
+    ctx = request(clock)
+
+    async def terminal(ctx: RequestContext) -> Response:
+        ctx.client_disconnected = True  # the app cancels the request when its client leaves
+        raise asyncio.CancelledError
+
+    async def leave() -> None:
+        with pytest.raises(asyncio.CancelledError):
+            await execute(Chain(inbound=tuple(policy)), ctx, terminal)
+        await complete(ctx)
+        await drain(policy)
+
+    asyncio.run(leave())
+    # "Hello there" from the user: 3 per message + 1 role + 2 words + 3 priming the reply.
+    assert call(policy, request(clock), 0).headers.get("x-left") == str(1000 - 9)
+
+
+def test_a_request_refused_later_or_failed_at_the_backend_costs_nothing(
+    clock: ManualClock,
+) -> None:
+    policy = limits(
+        {
+            "counter-key": "k",
+            "tokens-per-minute": 1000,
+            "estimate-prompt-tokens": True,
+            "remaining-tokens-header-name": "x-left",
+        }
+    )
+
+    async def failing(ctx: RequestContext) -> Response:
+        return Response(500, Headers([("content-type", "application/json")]), b"{}")
+
+    async def backend_error() -> None:
+        ctx = request(clock)
+        assert (await execute(Chain(inbound=tuple(policy)), ctx, failing)).status_code == 500
+        await complete(ctx)
+        await drain(policy)
+
+    asyncio.run(backend_error())
+    assert call(policy, request(clock), 0).headers.get("x-left") == "1000"
+
+
+def test_shadow_mode_past_the_quota_still_counts_the_minute_in_full(clock: ManualClock) -> None:
+    policy = limits(
+        {
+            "counter-key": "k",
+            "tokens-per-minute": 1000,
+            "token-quota": 5,  # less than any prompt: every request would be refused
+            "token-quota-period": "Monthly",
+            "estimate-prompt-tokens": True,
+            "shadow": True,
+            "remaining-tokens-header-name": "x-left",
+        }
+    )
+    call(policy, request(clock), 50)
+    assert call(policy, request(clock), 0).headers.get("x-left") == "950"
+
+
+def test_usage_known_after_the_quota_period_ended_counts_in_the_next_one(
+    clock: ManualClock,
+) -> None:
+    """START is one minute before April: the answer comes in April, and is April's."""
+    policy = limits(
+        {
+            "counter-key": "k",
+            "token-quota": 1000,
+            "token-quota-period": "Monthly",
+            "remaining-quota-tokens-header-name": "x-quota",
+        }
+    )
+    ctx = request(clock)
+
+    async def across() -> None:
+        assert await run_statements(policy, ctx) is None
+        clock.advance(120)
+        assert ctx.usage_meter is not None
+        await ctx.usage_meter.on_response(answer(600))
+        await complete(ctx)
+        await drain(policy)
+
+    asyncio.run(across())
+    assert call(policy, request(clock), 0).headers.get("x-quota") == "400"
+
+
+def test_the_consumed_variable_starts_as_the_prompt_estimate_in_strict_mode_too(
+    clock: ManualClock,
+) -> None:
+    """As APIM sets it before the answer: the prompt estimate, not what strict mode reserves."""
+    policy = limits(
+        {
+            "counter-key": "k",
+            "tokens-per-minute": 1000,
+            "strict": True,
+            "tokens-consumed-variable-name": "used",
+        }
+    )
+    ctx = request(clock, {**PROMPT, "max_tokens": 100})
+    asyncio.run(run_statements(policy, ctx))
+    assert ctx.variables["used"] == 9
+
+
+class QuotaUnreachable(MemoryCounterStore):
+    """The minute counter answers, then the store goes away before the quota's turn."""
+
+    async def period_take(self, *args: Any) -> Any:
+        raise CounterStoreUnavailable("redis at 127.0.0.1:1: connection reset")
+
+
+@pytest.mark.parametrize(("mode", "used"), [("fail-closed", 0), ("fail-open", 50)])
+def test_a_store_lost_between_the_minute_and_the_quota_leaves_nothing_taken(
+    clock: ManualClock, mode: str, used: int
+) -> None:
+    """What the minute took is settled: given back after a 503, the real usage after fail-open."""
+    attributes = {
+        "counter-key": "k",
+        "tokens-per-minute": 1000,
+        "token-quota": 10000,
+        "token-quota-period": "Daily",
+        "estimate-prompt-tokens": True,
+        "on-store-error": mode,
+        "remaining-tokens-header-name": "x-left",
+    }
+    (policy,) = limits(attributes)
+    assert isinstance(policy, TokenLimit)
+    store = QuotaUnreachable()
+    policy.store = store
+    if mode == "fail-open":
+        call([policy], request(clock), used)
+    else:
+        assert refusal([policy], request(clock)).status_code == 503
+    taken = asyncio.run(store.window_peek("tpm:k", 60.0, 1000, clock.now().timestamp()))
+    assert taken.used == used

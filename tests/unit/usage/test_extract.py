@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
 
-from aigw.usage.extract import usage_from_body
+from aigw.usage.extract import LARGE_BODY, usage_from_body, usage_from_bytes
 from aigw.usage.model import Usage
 
 CHAT_BODY: dict[str, Any] = {
@@ -168,3 +169,62 @@ def test_bodies_without_usage(body: object) -> None:
 
 def test_other_operations_have_no_usage() -> None:
     assert usage_from_body("list-models", CHAT_BODY) is None
+
+
+# --- usage_from_bytes: large bodies are read from their end -------------------------------
+
+EMBEDDING = {"object": "embedding", "index": 0, "embedding": [0.0123456789] * 1536}
+EMBEDDINGS_USAGE = {"prompt_tokens": 800, "total_tokens": 800}
+
+
+def large(tail: dict[str, Any], *, head: dict[str, Any] | None = None) -> bytes:
+    """An embeddings answer of a few MB, `tail` members last."""
+    body = {**(head or {}), "object": "list", "data": [EMBEDDING] * 200, **tail}
+    encoded = json.dumps(body).encode()
+    assert len(encoded) > LARGE_BODY
+    return encoded
+
+
+def test_a_large_body_is_read_for_usage_at_its_end_without_parsing_it_all(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    body = large({"model": "text-embedding-3-small", "usage": EMBEDDINGS_USAGE})
+
+    def whole(text: Any, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the whole body was parsed")
+
+    monkeypatch.setattr(json, "loads", whole)
+    assert usage_from_bytes("embeddings", body) == Usage(800, 0, 800)
+    # Only scalar members after it (OpenAI's service_tier, system_fingerprint): still there.
+    body = large({"usage": EMBEDDINGS_USAGE, "service_tier": "default", "n": 1, "x": None})
+    assert usage_from_bytes("embeddings", body) == Usage(800, 0, 800)
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        {"usage": EMBEDDINGS_USAGE, "metadata": {"usage": {"prompt_tokens": 1}}},
+        {"usage": EMBEDDINGS_USAGE, "extra": {"a": 1}},
+        {"usage": EMBEDDINGS_USAGE, "note": '", "usage": {"prompt_tokens": 5}}'},
+        {"note": 'x", "usage": {"prompt_tokens": 5, "total_tokens": 5}}'},
+        {"usage": EMBEDDINGS_USAGE, "nested": [{"usage": {"prompt_tokens": 2}}]},
+    ],
+    ids=["nested-after", "object-after", "in-a-string-after", "only-in-a-string", "in-a-list"],
+)
+def test_a_large_body_whose_end_is_not_plain_is_parsed_whole(tail: dict[str, Any]) -> None:
+    body = large(tail)
+    assert usage_from_bytes("embeddings", body) == usage_from_body("embeddings", json.loads(body))
+
+
+def test_a_usage_that_only_looks_top_level_is_not_taken() -> None:
+    body = large({}, head={"wrapper": 1})
+    nested = body[:-1] + b', "inner": {"usage": {"prompt_tokens": 3}}}'
+    assert usage_from_bytes("embeddings", nested) is None
+    array = b"[" + large({"usage": EMBEDDINGS_USAGE}) + b"]"
+    assert usage_from_bytes("embeddings", array) is None
+
+
+def test_bytes_that_are_not_json_have_no_usage() -> None:
+    assert usage_from_bytes("chat-completions", b"{not json") is None
+    assert usage_from_bytes("chat-completions", b'{"x": ' + b"[" * 100_000) is None
+    assert usage_from_bytes("chat-completions", b"\xff\xfe") is None

@@ -1,0 +1,99 @@
+"""`UsageMeter`: what it asks of the backend, and that reading usage never costs the client a
+byte of its answer."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aigw.context import ApiInfo, OperationInfo, RequestContext, RequestView, Response
+from aigw.headers import Headers
+from aigw.usage.meter import MAX_BUFFERED_BODY, UsageMeter
+
+USAGE = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+
+
+def context(body: dict[str, Any], operation: str = "chat-completions") -> RequestContext:
+    request = RequestView(
+        method="POST",
+        scheme="http",
+        host="gw.example",
+        path=f"/openai/{operation}",
+        query_string="",
+        headers=Headers([("accept-encoding", "gzip, deflate, br, zstd")]),
+        client_ip="203.0.113.7",
+        body=json.dumps(body).encode(),
+    )
+    api = ApiInfo(id="chat", name="Chat", path="openai", type="openai")
+    return RequestContext("req-1", request, api, OperationInfo(operation, "op", "POST", "/"))
+
+
+def streamed(pieces: list[bytes], headers: list[tuple[str, str]]) -> Response:
+    async def chunks() -> AsyncIterator[bytes]:
+        for piece in pieces:
+            yield piece
+
+    return Response(200, Headers(headers), stream=chunks())
+
+
+async def relayed(response: Response) -> bytes:
+    if response.stream is None:
+        return response.body
+    return b"".join([chunk async for chunk in response.stream])
+
+
+def test_the_backend_is_asked_for_an_uncompressed_answer() -> None:
+    """A gzip (or br …) answer cannot be read for usage, nor its usage event removed."""
+    ctx = context({"model": "gpt-4o", "messages": []})
+    UsageMeter(ctx, None)
+    assert ctx.request.headers.get("accept-encoding") == "identity"
+
+
+async def test_a_compressed_answer_is_relayed_untouched_and_counted() -> None:
+    """A backend that compresses anyway: its bytes pass as they are, the usage is counted."""
+    ctx = context({"model": "gpt-4o", "messages": [], "stream": True})
+    meter = UsageMeter(ctx, None)
+    raw = gzip.compress(b'data: {"choices":[],"usage":' + json.dumps(USAGE).encode() + b"}\n\n")
+    response = streamed(
+        [raw], [("content-type", "text/event-stream"), ("content-encoding", "gzip")]
+    )
+    response = await meter.on_response(response)
+    sent = b"".join([meter.on_chunk(chunk) async for chunk in response.stream or ()])
+    assert sent + meter.end_of_stream() == raw
+    usage = await meter.finish()
+    assert usage is not None and usage.source == "counted"
+
+
+async def test_an_answer_too_large_to_read_for_usage_is_still_relayed_whole() -> None:
+    ctx = context({"model": "text-embedding-3-small", "input": ["x"]}, "embeddings")
+    meter = UsageMeter(ctx, None)
+    piece = b" " * (1 << 20)
+    pieces = [b'{"data": [', *[piece] * 9, b'], "usage": ' + json.dumps(USAGE).encode() + b"}"]
+    length = str(sum(map(len, pieces)))
+    response = streamed(pieces, [("content-type", "application/json"), ("content-length", length)])
+    response = await meter.on_response(response)
+    assert sum(map(len, pieces)) > MAX_BUFFERED_BODY
+    assert await relayed(response) == b"".join(pieces)
+    assert response.headers.get("content-length") == length
+
+
+async def test_a_small_answer_is_read_for_its_usage() -> None:
+    ctx = context({"model": "gpt-4o", "messages": []})
+    meter = UsageMeter(ctx, None)
+    body = json.dumps({"choices": [], "usage": USAGE}).encode()
+    response = await meter.on_response(streamed([body], [("content-type", "application/json")]))
+    assert await relayed(response) == body
+    usage = await meter.finish()
+    assert usage is not None and (usage.total_tokens, usage.source) == (7, "backend")
+
+
+async def test_an_answer_nested_too_deep_to_parse_is_relayed_and_counted() -> None:
+    ctx = context({"model": "gpt-4o", "messages": []})
+    meter = UsageMeter(ctx, None)
+    body = b'{"x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    response = await meter.on_response(streamed([body], [("content-type", "application/json")]))
+    assert await relayed(response) == body
+    usage = await meter.finish()
+    assert usage is not None and usage.source == "counted"
