@@ -13,16 +13,27 @@ from aigw import cli_subscriptions
 from aigw.config.errors import ConfigError
 
 if TYPE_CHECKING:
+    from aigw.namedvalues import KeyVaultCache
     from aigw.runtime import Runtime
 
+# Stands in for a Key Vault value that `validate` did not fetch (masked in its output).
+UNFETCHED = "key-vault-value-not-fetched"
 
-def _build(path: str) -> Runtime | None:
-    """Everything `validate` checks; prints the problems and returns None if there are any."""
-    from aigw.config.loader import load_config
+
+def _build(path: str, key_vault: KeyVaultCache | None = None, fetch: bool = True) -> Runtime | None:
+    """Everything `validate` checks; prints the problems and returns None if there are any.
+    Key Vault named values are read (into `key_vault`) unless `fetch` is false."""
+    from aigw.config.loader import key_vault_refs, load_config_text, parse_yaml, read_config_text
+    from aigw.namedvalues import KeyVaultCache
+    from aigw.namedvalues.keyvault import load_config_fetching
     from aigw.runtime import build_runtime
 
     try:
-        return build_runtime(load_config(path))
+        if fetch:
+            return build_runtime(load_config_fetching(path, key_vault or KeyVaultCache()))
+        text = read_config_text(path)
+        unfetched = {ref: UNFETCHED for ref in key_vault_refs(parse_yaml(text)).values()}
+        return build_runtime(load_config_text(text, path, unfetched))
     except ConfigError as exc:
         print(f"{path}: {len(exc.issues)} problem(s) found:", file=sys.stderr)
         for issue in exc.issues:
@@ -31,7 +42,10 @@ def _build(path: str) -> Runtime | None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    runtime = _build(args.config)  # a bad config never starts (nor crash-loops workers)
+    from aigw.namedvalues import KeyVaultCache
+
+    key_vault = KeyVaultCache()
+    runtime = _build(args.config, key_vault)  # a bad config never starts (nor crash-loops workers)
     if runtime is None:
         return 2
     if args.workers > 1 and runtime.counts_in_process:
@@ -53,7 +67,7 @@ def _serve(args: argparse.Namespace) -> int:
         return run_workers(args.config, host, port, args.workers, runtime.config.admin)
     from aigw.server.worker import run_worker
 
-    run_worker(args.config, host, port)
+    run_worker(args.config, host, port, key_vault=key_vault)
     return 0
 
 
@@ -61,10 +75,14 @@ def _validate(args: argparse.Namespace) -> int:
     from aigw.describe import describe_runtime
     from aigw.logs import redact
 
-    runtime = _build(args.config)
+    runtime = _build(args.config, fetch=args.resolve)
     if runtime is None:
         return 2
-    print(redact(describe_runtime(runtime), runtime.loaded.secrets))
+    out = [describe_runtime(runtime)]
+    for name, ref in runtime.loaded.key_vault.items():
+        fetched = "read" if args.resolve else "not fetched; --resolve reads it"
+        out.append(f"named value '{name}': Key Vault {ref} ({fetched})")
+    print(redact("\n".join(out), runtime.loaded.secrets | {UNFETCHED}))
     return 0
 
 
@@ -77,7 +95,7 @@ def _reload(args: argparse.Namespace) -> int:
             print(f"aigw reload: cannot read pid file {args.pid_file}: {exc}", file=sys.stderr)
             return 2
     # Check first so the operator sees the errors here; the gateway checks again anyway.
-    if args.config and _build(args.config) is None:
+    if args.config and _build(args.config, fetch=False) is None:
         return 2
     try:
         os.kill(pid, signal.SIGHUP)
@@ -120,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check a config and print the compiled chains")
     validate.add_argument("config")
+    validate.add_argument(
+        "--resolve", action="store_true", help="also read the Key Vault named values"
+    )
     validate.set_defaults(run=_validate)
 
     reload = sub.add_parser("reload", help="make a running gateway reload its config (SIGHUP)")

@@ -85,3 +85,6 @@ def configure_logging(secrets: Iterable[str] = (), level: int = logging.INFO) ->
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # azure-core logs every identity/Key Vault request and response at INFO; the gateway
+    # logs each token acquisition itself (aigw.identity).
+    logging.getLogger("azure").setLevel(logging.WARNING)

@@ -12,9 +12,10 @@ import logging
 from pathlib import Path
 
 from aigw.config.errors import ConfigError
-from aigw.config.loader import load_config
+from aigw.config.loader import key_vault_refs, load_config_text, parse_yaml, read_config_text
 from aigw.errors import DependencyUnavailable
 from aigw.logs import set_log_secrets
+from aigw.namedvalues.keyvault import KeyVaultCache
 from aigw.runtime import Runtime, build_runtime
 
 log = logging.getLogger("aigw.reload")
@@ -22,10 +23,17 @@ log = logging.getLogger("aigw.reload")
 
 class RuntimeHolder:
     def __init__(
-        self, runtime: Runtime, config_path: str | None = None, *, one_of_many: bool = False
+        self,
+        runtime: Runtime,
+        config_path: str | None = None,
+        *,
+        one_of_many: bool = False,
+        key_vault: KeyVaultCache | None = None,
     ) -> None:
         self.current = runtime
         self.config_path = config_path
+        # Last good Key Vault values: a reload fetches only secrets it has never read.
+        self.key_vault = key_vault or KeyVaultCache()
         # A worker among several: a config whose limits count in-process would let every
         # worker enforce its own limit, so a reload to one is refused (as `serve` refuses).
         self.one_of_many = one_of_many
@@ -69,7 +77,7 @@ class RuntimeHolder:
             path = Path(self.config_path)
             runtime: Runtime | None = None
             try:
-                runtime = await asyncio.to_thread(lambda: build_runtime(load_config(path)))
+                runtime = await self._build(path)
                 if self.one_of_many and runtime.counts_in_process:
                     log.error(
                         "config reload refused; still serving the previous config: limits "
@@ -105,8 +113,24 @@ class RuntimeHolder:
             log.info("config reloaded from %s", self.config_path)
             return True
 
+    async def _build(self, path: Path) -> Runtime:
+        text = await asyncio.to_thread(read_config_text, path)
+        # Key Vault values are fetched here, in the event loop, so the loader stays offline.
+        refs = await asyncio.to_thread(lambda: key_vault_refs(_parsed_or_none(text)))
+        vault = await self.key_vault.resolve(refs)
+        return await asyncio.to_thread(
+            lambda: build_runtime(load_config_text(text, str(path), vault))
+        )
+
     async def _retire(self, runtime: Runtime, poll: float = 0.05) -> None:
         # in_flight is a bare counter so the hot path stays cheap; polling it here is fine.
         while runtime.in_flight > 0:  # noqa: ASYNC110
             await asyncio.sleep(poll)
         await runtime.close()
+
+
+def _parsed_or_none(text: str) -> object:
+    try:
+        return parse_yaml(text)
+    except ConfigError:
+        return None  # the load reports it

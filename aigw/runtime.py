@@ -198,6 +198,28 @@ def _gate(
     )
 
 
+def _check_credentials(loaded: LoadedConfig, issues: IssueCollector) -> None:
+    """Backend keys and client secrets come from secret named values, never inline."""
+    for backend_id, backend in loaded.config.backends.items():
+        credentials = backend.credentials
+        if credentials is None:
+            continue
+        path = f"backends.{backend_id}.credentials"
+        header = credentials.header
+        # The value may wrap the secret ("Bearer {{key}}"), but must include one.
+        if header is not None and not any(secret in header.value for secret in loaded.secrets):
+            issues.add(
+                f"{path}.header.value", "must come from a secret named value, e.g. '{{api-key}}'"
+            )
+        client = credentials.client_credentials
+        secret = client.client_secret if client is not None else None
+        if secret is not None and secret not in loaded.secrets:
+            issues.add(
+                f"{path}.client-credentials.client-secret",
+                "must come from a secret named value, e.g. '{{client-secret}}'",
+            )
+
+
 def _check_admin(loaded: LoadedConfig, issues: IssueCollector) -> None:
     token = loaded.config.admin.token
     if token is None:
@@ -223,6 +245,7 @@ def build_runtime(loaded: LoadedConfig) -> Runtime:
     issues = IssueCollector()
     check_references(config, issues)
     _check_admin(loaded, issues)
+    _check_credentials(loaded, issues)
     products = _product_entries(config)
     store = _store(loaded, issues)
     index = SubscriptionIndex()
@@ -279,7 +302,7 @@ def build_runtime(loaded: LoadedConfig) -> Runtime:
     assert store is not None  # a refused URL is an issue, raised just above
     directory = SubscriptionDirectory(store, config.store.refresh_interval, index)
     sync = _breaker_sync(config)
-    backends = build_backends(config.backends, SYSTEM_CLOCK, sync)
+    backends = build_backends(config.backends, SYSTEM_CLOCK, sync, config.identity, build.shared)
     services = Services(
         backends=backends,
         gateway_id=config.gateway.gateway_id,

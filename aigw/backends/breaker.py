@@ -18,6 +18,7 @@ health checks, see `health.py`), which holds it open until `set_healthy`.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -61,6 +62,17 @@ class CircuitBreaker:
         self.backend_id = backend_id
         self._clock = clock
         self._rules = [RuleWindow(rule) for rule in rules]
+        # The longest these rules can open it for: a trip adopted from another replica
+        # (another config, a skewed clock, a stray record) is held to it as well.
+        self._longest_open = max(
+            (
+                max(rule.trip_duration, rule.max_retry_after)
+                if rule.accept_retry_after
+                else rule.trip_duration
+                for rule in rules
+            ),
+            default=math.inf,  # (without rules it never joins sharing)
+        )
         self._state: State = "closed"
         self._since = clock.monotonic()
         self._until = 0.0  # while open: when it half-opens
@@ -195,9 +207,11 @@ class CircuitBreaker:
         )
 
     def adopt(self, trip: Trip, until: float) -> bool:
-        """Open until `until` (monotonic) for a trip another replica published, unless this
-        breaker is open that long already; a health-check hold stays as it is."""
+        """Open until `until` (monotonic) for a trip another replica published, at most as
+        long as this breaker's own rules could, unless it is open that long already; a
+        health-check hold stays as it is."""
         now = self._clock.monotonic()
+        until = min(until, now + self._longest_open)
         if until <= now or (self._state == "open" and self._until >= until):
             return False
         self.last_trip = trip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from aigw.backends.base import Backend
 from aigw.backends.breaker import CircuitBreaker
@@ -13,21 +14,44 @@ from aigw.backends.inprocess import InProcessBackend
 from aigw.backends.pool import PoolBackend
 from aigw.backends.shared import BreakerSync
 from aigw.clock import Clock
-from aigw.config.model import BackendConfig
+from aigw.config.model import BackendConfig, IdentityConfig
+
+if TYPE_CHECKING:
+    from aigw.identity import Shared
 
 
-def build_backend(backend_id: str, config: BackendConfig) -> Backend:
-    """One single (non-pool) backend, without its breaker."""
+def build_backend(
+    backend_id: str,
+    config: BackendConfig,
+    identity: IdentityConfig | None = None,
+    caches: Shared | None = None,
+) -> Backend:
+    """One single (non-pool) backend, without its breaker. Token caches for its credentials
+    come from `caches` (the runtime's shared resources), so equal ones are shared."""
     if config.type == "demo":
         from aigw.demo import DemoSettings, create_demo_app
 
         settings = DemoSettings(**config.demo.model_dump())
         return InProcessBackend(backend_id, create_demo_app(settings), config.timeouts.read)
-    return HttpBackend(backend_id, config)
+    credential = None
+    if config.credentials is not None:
+        from aigw.backends.credentials import build_credential
+
+        resources: dict[object, object] = {}
+        credential = build_credential(
+            config.credentials,
+            identity or IdentityConfig(),
+            caches or (lambda key, create: resources.setdefault(key, create())),
+        )
+    return HttpBackend(backend_id, config, credential)
 
 
 def build_backends(
-    configs: Mapping[str, BackendConfig], clock: Clock, sync: BreakerSync | None = None
+    configs: Mapping[str, BackendConfig],
+    clock: Clock,
+    sync: BreakerSync | None = None,
+    identity: IdentityConfig | None = None,
+    caches: Shared | None = None,
 ) -> dict[str, Backend]:
     """Every backend of a config: singles behind their breakers, then the pools over them
     (references were checked by the loader: members exist and are not pools). Breakers
@@ -38,7 +62,7 @@ def build_backends(
             continue
         settings = config.circuit_breaker
         breaker = CircuitBreaker(backend_id, settings.rules if settings else [], clock)
-        backend = build_backend(backend_id, config)
+        backend = build_backend(backend_id, config, identity, caches)
         health = None
         if config.health_check is not None and isinstance(backend, HttpBackend):
             health = HealthCheck(backend_id, config.health_check, breaker, backend.probe, clock)

@@ -88,7 +88,9 @@ class RuleWindow:
     def clear(self) -> None:
         self._failures.clear()
         for slot in range(BUCKETS):
+            # Counts zeroed too: early on a monotonic clock, bucket -1 is in the window.
             self._bucket_number[slot] = -1
+            self._bucket_total[slot] = self._bucket_failed[slot] = 0
 
     def threshold(self) -> str:
         if self.count is not None:

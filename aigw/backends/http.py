@@ -11,19 +11,31 @@ from collections.abc import AsyncIterator
 import aiohttp
 from yarl import URL
 
+from aigw.backends.credentials import BackendCredential, credential_header
 from aigw.config.model import BackendConfig
 from aigw.context import RequestContext, Response
 from aigw.errors import BackendConnectionFailure, BackendProtocolError, BackendTimeout
 from aigw.headers import HOP_BY_HOP, Headers
+from aigw.identity.headers import CALLER_CREDENTIALS, gateway_authenticated
 
 # Never forwarded upstream: framing is recomputed, Host comes from the backend URL.
 _REQUEST_SKIP = HOP_BY_HOP | {"host", "content-length", "expect", "x-forwarded-for"}
+# When the gateway authenticates the request itself (see aigw/backends/credentials.py).
+_AUTHENTICATED_SKIP = _REQUEST_SKIP | {"cookie"}
 
 
 class HttpBackend:
-    def __init__(self, backend_id: str, config: BackendConfig) -> None:
+    def __init__(
+        self, backend_id: str, config: BackendConfig, credential: BackendCredential | None = None
+    ) -> None:
         assert config.url is not None
         self.id = backend_id
+        self.credential = credential
+        self._skip = (
+            _AUTHENTICATED_SKIP | CALLER_CREDENTIALS | {credential.header}
+            if credential is not None
+            else _REQUEST_SKIP
+        )
         self.base_url = config.url.rstrip("/")
         self._config = config
         timeouts = config.timeouts
@@ -72,7 +84,16 @@ class HttpBackend:
             await self.start()
         assert self._session is not None
         request = ctx.request
-        headers = [(k, v) for k, v in request.headers.forwardable() if k not in _REQUEST_SKIP]
+        if self.credential is not None:
+            # Applied after every policy: neither the caller nor a policy can replace it.
+            credential = await credential_header(self.id, self.credential)
+            skip = self._skip
+        else:
+            credential = None
+            skip = _AUTHENTICATED_SKIP if gateway_authenticated(ctx) else _REQUEST_SKIP
+        headers = [(k, v) for k, v in request.headers.forwardable() if k not in skip]
+        if credential is not None:
+            headers.append(credential)
         if request.client_ip:
             # Append the peer we saw; what the client claimed stays in front of it.
             claimed = request.headers.get_joined("x-forwarded-for")
@@ -123,10 +144,15 @@ class HttpBackend:
             await self.start()
         assert self._session is not None
         connect = min(self._config.timeouts.connect, seconds)
+        headers = {"user-agent": "aigw-health-check"}
+        if self.credential is not None:
+            # A probe of an authenticated backend authenticates too (else every probe 401s).
+            name, value = await credential_header(self.id, self.credential)
+            headers[name] = value
         try:
             async with self._session.get(
                 URL(self.base_url + path, encoded=True),
-                headers={"user-agent": "aigw-health-check"},
+                headers=headers,
                 timeout=aiohttp.ClientTimeout(total=seconds, sock_connect=connect),
                 allow_redirects=False,
             ) as upstream:

@@ -43,30 +43,31 @@ class Outcome:
 
 
 def retry_after_from(headers: HeaderLookup | None, now_epoch: float) -> float | None:
-    """The longest wait a 429/503 answer asks for, in seconds: `retry-after-ms`,
-    `Retry-After` (seconds or an HTTP date), `x-ratelimit-reset-requests/-tokens`."""
+    """How long a 429/503 answer asks us to wait, in seconds: `retry-after-ms`, else
+    `Retry-After` (seconds or an HTTP date); only when neither is there, the sooner of
+    `x-ratelimit-reset-requests/-tokens` (those say when a whole budget refills, which can
+    be far later than when a retry would succeed)."""
     if not headers:
         return None
-    waits: list[float] = []
     millis = headers.get("retry-after-ms")
-    if millis and _number(millis) is not None:
-        waits.append(float(millis) / 1000)
+    if millis and (value := _number(millis)) is not None and value > 0:
+        return value / 1000
     retry_after = headers.get("retry-after")
     if retry_after:
         seconds = _number(retry_after)
-        if seconds is not None:
-            waits.append(seconds)
-        else:
+        if seconds is None:
             with contextlib.suppress(TypeError, ValueError, IndexError, OverflowError):
-                waits.append(parsedate_to_datetime(retry_after).timestamp() - now_epoch)
+                seconds = parsedate_to_datetime(retry_after).timestamp() - now_epoch
+        if seconds is not None and math.isfinite(seconds) and seconds > 0:
+            return seconds
+    resets: list[float] = []
     for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"):
-        value = headers.get(name)
-        if value:
-            parsed = _duration(value.strip())
-            if parsed is not None:
-                waits.append(parsed)
-    waits = [wait for wait in waits if math.isfinite(wait) and wait > 0]
-    return max(waits) if waits else None
+        reset = headers.get(name)
+        if reset:
+            parsed = _duration(reset.strip())
+            if parsed is not None and math.isfinite(parsed) and parsed > 0:
+                resets.append(parsed)
+    return min(resets) if resets else None
 
 
 def _number(text: str) -> float | None:

@@ -43,6 +43,7 @@ from aigw.errors import DependencyUnavailable
 log = logging.getLogger("aigw.backends")
 
 MARGIN = 60.0  # seconds a record outlives its trip (clock skew, late readers)
+LAST_EPOCH = 253402300799.0  # 9999-12-31T23:59:59Z: a later "time" is no date at all
 
 
 class SharedStateUnavailable(DependencyUnavailable):
@@ -112,7 +113,7 @@ class SharedRecord:
         except (ValueError, TypeError, KeyError):
             return None
         times = (record.at, record.until, record.retry_after or 0.0)
-        return record if all(math.isfinite(t) for t in times) else None
+        return record if all(math.isfinite(t) and abs(t) <= LAST_EPOCH for t in times) else None
 
     def public(self) -> dict[str, Any]:
         """For the admin API: times as ISO 8601."""

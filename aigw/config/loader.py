@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,38 @@ _NAMED_VALUE = re.compile(r"\{\{\s*([A-Za-z0-9][A-Za-z0-9_.-]*)\s*\}\}")
 MAX_CONFIG_BYTES = 16 * 2**20
 
 
+# Identifies a file version: following symlinks, so a Kubernetes secret mount's swap shows.
+FileStamp = tuple[int, int, int, int] | None  # (device, inode, mtime ns, size); None: unreadable
+
+
+def file_stamp(path: str) -> FileStamp:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyVaultRef:
+    """One Key Vault secret a named value reads (the latest version)."""
+
+    vault_url: str
+    secret_name: str
+    client_id: str | None = None
+
+    def __str__(self) -> str:  # for messages: never carries the value
+        return f"secret '{self.secret_name}' in {self.vault_url}"
+
+
 @dataclass(frozen=True)
 class LoadedConfig:
     config: GatewayConfig
     secrets: frozenset[str]
     source: str
+    # What the named values were read from, for the watcher that reloads when they change.
+    files: Mapping[str, FileStamp] = field(default_factory=dict)
+    key_vault: Mapping[str, KeyVaultRef] = field(default_factory=dict)
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -63,20 +91,44 @@ def _yaml_issue(exc: yaml.YAMLError) -> Any:
     return ConfigIssue("", f"invalid YAML{where}: {problem}")
 
 
+def key_vault_refs(raw: Any) -> dict[str, KeyVaultRef]:
+    """The Key Vault secrets a parsed config's named values read, by named value."""
+    entries = raw.get("named-values") if isinstance(raw, dict) else None
+    refs: dict[str, KeyVaultRef] = {}
+    for name, spec in (entries if isinstance(entries, dict) else {}).items():
+        source = spec.get("key-vault") if isinstance(spec, dict) else None
+        if not isinstance(source, dict):
+            continue
+        url, secret, client = (source.get(k) for k in ("vault-url", "secret-name", "client-id"))
+        if isinstance(url, str) and isinstance(secret, str) and isinstance(client, str | None):
+            refs[str(name)] = KeyVaultRef(url.rstrip("/"), secret, client)
+    return refs
+
+
 def _resolve_named_values(
-    raw: dict[str, Any], issues: IssueCollector
+    raw: dict[str, Any],
+    issues: IssueCollector,
+    vault: Mapping[KeyVaultRef, str],
+    files: dict[str, FileStamp],
 ) -> dict[str, tuple[str, bool]]:
     """Read each named value from its source; returns name → (value, is_secret)."""
     resolved: dict[str, tuple[str, bool]] = {}
     entries = raw.get("named-values") or {}
     if not isinstance(entries, dict):
         return resolved  # the typed validation reports the shape problem
+    refs = key_vault_refs(raw)
     for name, spec in entries.items():
         if not isinstance(spec, dict):
             continue
         secret = bool(spec.get("secret", False))
         path = f"named-values.{name}"
-        if isinstance(spec.get("value"), str):
+        if name in refs:
+            # Fetched beforehand (asynchronously, see aigw.namedvalues); always secret.
+            if refs[name] in vault:
+                resolved[name] = (vault[refs[name]], True)
+            else:
+                issues.add(path, f"Key Vault {refs[name]} has not been fetched")
+        elif isinstance(spec.get("value"), str):
             resolved[name] = (spec["value"], secret)
         elif isinstance(spec.get("env"), str):
             value = os.environ.get(spec["env"])
@@ -85,6 +137,7 @@ def _resolve_named_values(
             else:
                 resolved[name] = (value, secret)
         elif isinstance(spec.get("file"), str):
+            files[spec["file"]] = file_stamp(spec["file"])  # before reading: a change re-reads
             try:
                 resolved[name] = (Path(spec["file"]).read_text().rstrip("\r\n"), secret)
             except OSError as exc:
@@ -122,14 +175,18 @@ def _substitute(
     return node
 
 
-def load_config_text(text: str, source: str = "<string>") -> LoadedConfig:
+def load_config_text(
+    text: str, source: str = "<string>", vault: Mapping[KeyVaultRef, str] | None = None
+) -> LoadedConfig:
+    """`vault`: the values of the Key Vault secrets the named values read (fetched before)."""
     raw = parse_yaml(text)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError([_issue("", "the config file must be a YAML mapping")])
     issues = IssueCollector()
-    values = _resolve_named_values(raw, issues)
+    files: dict[str, FileStamp] = {}
+    values = _resolve_named_values(raw, issues, vault or {}, files)
     entries = raw.get("named-values")
     declared = frozenset(entries) if isinstance(entries, dict) else frozenset()
     substituted = {
@@ -147,10 +204,18 @@ def load_config_text(text: str, source: str = "<string>") -> LoadedConfig:
     secrets = frozenset(value for value, secret in values.values() if secret and value)
     issues.raise_if_any(secrets)
     assert config is not None
-    return LoadedConfig(config=config, secrets=secrets, source=source)
+    return LoadedConfig(
+        config=config, secrets=secrets, source=source, files=files, key_vault=key_vault_refs(raw)
+    )
 
 
-def load_config(path: str | os.PathLike[str]) -> LoadedConfig:
+def load_config(
+    path: str | os.PathLike[str], vault: Mapping[KeyVaultRef, str] | None = None
+) -> LoadedConfig:
+    return load_config_text(read_config_text(path), str(path), vault)
+
+
+def read_config_text(path: str | os.PathLike[str]) -> str:
     file = Path(path)
     try:
         if file.stat().st_size > MAX_CONFIG_BYTES:
@@ -158,7 +223,7 @@ def load_config(path: str | os.PathLike[str]) -> LoadedConfig:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([_issue("", f"cannot read config file '{file}': {exc}")]) from None
-    return load_config_text(text, str(file))
+    return text
 
 
 def _issue(path: str, message: str) -> Any:

@@ -30,7 +30,7 @@ def kebab(name: str) -> str:
 
 
 ByteSize = Annotated[int, BeforeValidator(_parse_size), Field(gt=0)]
-Seconds = Annotated[float, Field(gt=0)]
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
 
 
@@ -68,21 +68,36 @@ class GatewaySettings(Strict):
     # Seconds between SIGTERM and closing the listener, with /readyz already failing.
     drain_delay: Annotated[float, Field(ge=0, le=300)] = 0.0
     limits: LimitsConfig = LimitsConfig()
+    # Seconds between checks of named-value files (0 = never; a reload still re-reads them),
+    # and between fetches of Key Vault named values.
+    named_values_refresh: Annotated[float, Field(ge=0, le=3600)] = 5.0
+    key_vault_refresh: Annotated[float, Field(ge=1, le=86400)] = 300.0
+
+
+class KeyVaultSecretConfig(Strict):
+    """A secret in Azure Key Vault, read with the gateway's identity."""
+
+    vault_url: Annotated[str, Field(pattern=r"^https://[^/?#\s]+/?$")]
+    secret_name: Annotated[str, Field(pattern=r"^[0-9A-Za-z-]{1,127}$")]
+    client_id: str | None = None  # a user-assigned identity
 
 
 class NamedValueConfig(Strict):
-    """Exactly one source: an inline `value`, an environment variable, or a file."""
+    """Exactly one source: an inline `value`, an environment variable, a file or Key Vault."""
 
     value: str | None = None
     env: str | None = None
     file: str | None = None
+    key_vault: KeyVaultSecretConfig | None = None  # always secret
     secret: bool = False
 
     @model_validator(mode="after")
     def _one_source(self) -> NamedValueConfig:
-        given = [k for k in ("value", "env", "file") if getattr(self, k) is not None]
+        given = [k for k in ("value", "env", "file", "key_vault") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("a named value needs exactly one of 'value', 'env' or 'file'")
+            raise ValueError(
+                "a named value needs exactly one of 'value', 'env', 'file' or 'key-vault'"
+            )
         if self.secret and self.value is not None:
             raise ValueError("secret named values must come from 'env' or 'file', not inline")
         return self
@@ -154,11 +169,11 @@ class FailureCondition(Strict):
 class BreakerRule(Strict):
     name: str = Field(min_length=1, max_length=100)
     failure_condition: FailureCondition
-    trip_duration: Seconds = 30.0
+    trip_duration: Annotated[float, Field(gt=0, le=7 * 86400, allow_inf_nan=False)] = 30.0
     # Stay open as long as the backend's Retry-After (or retry-after-ms, x-ratelimit-reset-*)
     # says, but never longer than `max-retry-after` (Azure quota replies can say a day).
     accept_retry_after: bool = False
-    max_retry_after: Seconds = 300.0
+    max_retry_after: Annotated[float, Field(gt=0, le=7 * 86400, allow_inf_nan=False)] = 300.0
     # Trial requests let through after the trip; all must succeed for the breaker to close.
     half_open_requests: Annotated[int, Field(gt=0, le=100)] = 1
 
@@ -202,6 +217,63 @@ class PoolConfig(Strict):
     session_affinity: SessionAffinity | None = None
 
 
+class IdentityConfig(Strict):
+    """The gateway's own Microsoft Entra identity, for backend tokens (see aigw.identity)."""
+
+    type: Literal["managed", "workload", "development"] = "managed"
+    client_id: str | None = None  # a user-assigned identity / the workload's app registration
+    # Workload identity only; each defaults to its usual environment variable
+    # (AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE, AZURE_AUTHORITY_HOST).
+    tenant_id: str | None = None
+    token_file: str | None = None
+    authority_host: str | None = None
+
+
+class ManagedIdentityCredentials(Strict):
+    resource: str = Field(min_length=1)
+    client_id: str | None = None
+
+
+class ClientCredentials(Strict):
+    """OAuth 2.0 client credentials against any identity provider."""
+
+    token_url: Annotated[str, Field(pattern=r"^https?://[^/\s]+")]
+    client_id: str = Field(min_length=1)
+    client_secret: str | None = None  # must come from a secret named value
+    client_assertion_file: str | None = None
+    scope: str = ""
+
+    @model_validator(mode="after")
+    def _one_proof(self) -> ClientCredentials:
+        if (self.client_secret is None) == (self.client_assertion_file is None):
+            raise ValueError("give exactly one of 'client-secret' and 'client-assertion-file'")
+        return self
+
+
+class HeaderCredentials(Strict):
+    name: Annotated[str, Field(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", max_length=100)] = (
+        "api-key"
+    )
+    value: str  # must come from a secret named value
+
+
+class BackendCredentialsConfig(Strict):
+    """How the gateway authenticates to a backend: exactly one of these."""
+
+    managed_identity: ManagedIdentityCredentials | None = None
+    client_credentials: ClientCredentials | None = None
+    header: HeaderCredentials | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> BackendCredentialsConfig:
+        given = [self.managed_identity, self.client_credentials, self.header]
+        if sum(item is not None for item in given) != 1:
+            raise ValueError(
+                "give exactly one of 'managed-identity', 'client-credentials' and 'header'"
+            )
+        return self
+
+
 class BackendConfig(Strict):
     type: Literal["http", "demo", "pool"] = "http"
     url: str | None = None
@@ -213,6 +285,7 @@ class BackendConfig(Strict):
     circuit_breaker: CircuitBreakerConfig | None = None
     health_check: HealthCheckConfig | None = None
     pool: PoolConfig | None = None
+    credentials: BackendCredentialsConfig | None = None
 
     @model_validator(mode="after")
     def _url_for_http(self) -> BackendConfig:
@@ -228,6 +301,8 @@ class BackendConfig(Strict):
             raise ValueError("a pool has no 'url' or 'circuit-breaker': its members do")
         if self.health_check is not None and self.type != "http":
             raise ValueError("only an http backend has a 'health-check'")
+        if self.credentials is not None and self.type != "http":
+            raise ValueError("only an http backend has 'credentials' (a pool's members do)")
         return self
 
 
@@ -326,6 +401,7 @@ class GatewayConfig(Strict):
     counters: CountersConfig = CountersConfig()
     admin: AdminConfig = AdminConfig()
     named_values: dict[Identifier, NamedValueConfig] = {}
+    identity: IdentityConfig = IdentityConfig()
     backends: dict[Identifier, BackendConfig] = {}
     policies: PolicySections = PolicySections()
     products: dict[Identifier, ProductConfig] = {}

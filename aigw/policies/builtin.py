@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aigw.policies import (  # noqa: F401
+    authentication_managed_identity,
     check_header,
     choose,
     ip_filter,

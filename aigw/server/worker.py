@@ -2,7 +2,8 @@
 
 SIGTERM/SIGINT: readiness fails at once, then uvicorn stops accepting and lets in-flight
 requests and streams finish within the grace period. SIGHUP: transactional config reload.
-The admin API, when configured, runs in the same event loop on its own socket.
+The admin API, when configured, runs in the same event loop on its own socket, and so does
+the watcher that reloads when a named value's file or Key Vault secret changes.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import gc
 import logging
 import signal
 import socket
+import sys
 from collections.abc import Generator
 from contextlib import contextmanager
 from types import FrameType
@@ -20,8 +22,10 @@ import uvicorn
 
 from aigw.admin import AdminServer
 from aigw.app import Gateway
-from aigw.config.loader import load_config
+from aigw.config.errors import ConfigError
 from aigw.logs import configure_logging
+from aigw.namedvalues import KeyVaultCache, NamedValueWatcher
+from aigw.namedvalues.keyvault import load_config_fetching
 from aigw.reload import RuntimeHolder
 from aigw.runtime import build_runtime
 from aigw.server.protocol import EdgeLimits, protocol_with_limits
@@ -42,6 +46,7 @@ class GatewayServer(uvicorn.Server):
         self.holder = holder
         self.drain_delay = drain_delay
         self.admin = admin
+        self.watcher = NamedValueWatcher(holder, holder.key_vault)
         # Under the supervisor, Ctrl-C reaches the whole process group; the supervisor turns
         # it into one SIGTERM per worker, so a worker ignores SIGINT (a second one would
         # make uvicorn skip the grace period).
@@ -85,8 +90,11 @@ class GatewayServer(uvicorn.Server):
         await super().startup(sockets)  # the runtime (and its subscription store) first
         if self.admin is not None and not self.should_exit:
             await self.admin.start()
+        if not self.should_exit:
+            self.watcher.start()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await self.watcher.close()
         if self.admin is not None:
             await self.admin.close()
         await super().shutdown(sockets)
@@ -126,8 +134,14 @@ def build_server(
     sock: socket.socket | None = None,
     supervised: bool = False,
     admin_sock: socket.socket | None = None,
+    key_vault: KeyVaultCache | None = None,
 ) -> GatewayServer:
-    loaded = load_config(config_path)
+    key_vault = key_vault or KeyVaultCache()
+    try:
+        loaded = load_config_fetching(config_path, key_vault)
+    except ConfigError as exc:  # checked by `serve` already; Key Vault may have failed since
+        print(f"{config_path}: cannot start:\n{exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     runtime = build_runtime(loaded)
     settings = loaded.config.gateway
     configure_logging(loaded.secrets)
@@ -139,7 +153,7 @@ def build_server(
         body_timeout=limits.body_timeout,
         send_timeout=limits.send_timeout,
     )
-    holder = RuntimeHolder(runtime, config_path, one_of_many=supervised)
+    holder = RuntimeHolder(runtime, config_path, one_of_many=supervised, key_vault=key_vault)
     uv_config = uvicorn.Config(
         Gateway(holder),
         host=host or settings.host,
@@ -178,12 +192,13 @@ def run_worker(
     port: int | None,
     sock: socket.socket | None = None,
     admin_sock: socket.socket | None = None,
+    key_vault: KeyVaultCache | None = None,
 ) -> None:
     # A reload signal during start-up must not kill the worker; it reads the file anyway.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     supervised = sock is not None
     if supervised:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    server = build_server(config_path, host, port, sock, supervised, admin_sock)
+    server = build_server(config_path, host, port, sock, supervised, admin_sock, key_vault)
     tune_garbage_collector()
     server.run(sockets=[sock] if sock is not None else None)

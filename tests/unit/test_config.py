@@ -164,3 +164,21 @@ apis:
     )
     assert "schema name" in found["store.url"]
     assert "apis.chat.backend" in found  # reported together with the other problems
+
+
+RULE = "name: r, failure-condition: {count: 1, status-code-ranges: [429]"
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        RULE + "}, trip-duration: .inf",
+        RULE + "}, max-retry-after: 1e15",
+        RULE + ", interval: .nan}",
+    ],
+)
+def test_breaker_durations_must_be_finite_and_bounded(rule: str) -> None:
+    text = f"backends:\n  b: {{url: 'http://a', circuit-breaker: {{rules: [{{{rule}}}]}}}}\n"
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(text)
+    assert "backends.b.circuit-breaker.rules" in str(caught.value.issues[0])

@@ -291,3 +291,32 @@ def test_snapshot_says_what_tripped_it_and_until_when(clock: ManualClock) -> Non
     assert snapshot["state"] == "half-open"
     assert snapshot["until"] is None
     assert snapshot["trials"] == {"allowed": 1, "started": 0, "succeeded": 0}
+
+
+def test_a_percentage_rule_starts_afresh_after_a_trip_even_early_on_the_clock() -> None:
+    # A monotonic clock may be near zero (a fresh boot): cleared buckets must not count.
+    clock = ManualClock()
+    clock._monotonic = 0.0
+    percentage = rule(
+        "half",
+        **{
+            "failure-condition": {
+                "percentage": 50,
+                "minimum-requests": 2,
+                "interval": 10,
+                "status-code-ranges": ["500-599"],
+            },
+            "trip-duration": 1,
+        },
+    )
+    breaker = CircuitBreaker("b", [percentage], clock)
+    send(breaker, ERROR)
+    send(breaker, ERROR)
+    assert breaker.state == "open"
+    clock.advance(1)
+    send(breaker, OK)  # the trial closes it
+    assert breaker.state == "closed"
+    send(breaker, ERROR)  # one request since: below the minimum of two
+    assert breaker.state == "closed"
+    snapshot = breaker.snapshot()["rules"][0]
+    assert (snapshot["recentFailures"], snapshot["recentRequests"]) == (1, 1)

@@ -216,3 +216,32 @@ def test_keys_are_per_backend_and_url() -> None:
     assert shared_key("ptu", URL) == shared_key("ptu", URL)
     assert shared_key("ptu", URL) != shared_key("ptu", "https://other.example/openai")
     assert shared_key("a:b", URL).startswith("aigw:breaker:a%3Ab:")
+
+
+async def test_an_adopted_trip_lasts_no_longer_than_this_replicas_own_rules_allow(
+    store: MemoryStateStore, b: Replica
+) -> None:
+    # A replica with another cap, a skewed clock or a stray record must not bench the
+    # member here for a year: THROTTLE opens for at most max-retry-after (120 s).
+    now = b.clock.now().timestamp()
+    store.records[b.link.key] = SharedRecord(
+        "open", now, "replica-a", now + 365 * 86400, "throttle", "status 429"
+    ).encode()
+    await b.sync.sync()
+    assert b.breaker.reason == "shared"
+    assert b.opens_in() == pytest.approx(120.0)
+    advance(120, b)
+    assert b.breaker.state == "half-open"
+
+
+async def test_a_record_with_times_beyond_any_date_is_ignored(
+    store: MemoryStateStore, b: Replica
+) -> None:
+    store.records[b.link.key] = (
+        '{"state": "open", "at": 1, "until": 1e300, "origin": "x", "rule": "throttle"}'
+    )
+    await b.sync.sync()
+    assert b.breaker.state == "closed"
+    assert b.link.record is None
+    assert b.link.status()["record"] is None  # the admin API still answers
+    assert b.breaker.snapshot()["state"] == "closed"
