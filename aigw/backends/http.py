@@ -5,6 +5,8 @@ Client-library exceptions are translated into gateway errors here and nowhere el
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator
 
@@ -124,6 +126,12 @@ class HttpBackend:
 
         async def release() -> None:
             # A body read to the end returns the connection to the pool; otherwise drop it.
+            # A small error answer nobody read (a 429 a pool fails over) is read first, so
+            # its keep-alive connection is reused rather than closed.
+            if not upstream.content.at_eof() and _small_error(upstream):
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(DRAIN_SECONDS):
+                        await upstream.content.read()
             if upstream.content.at_eof():
                 upstream.release()
             else:
@@ -166,6 +174,15 @@ class HttpBackend:
             raise BackendProtocolError() from None
         except (aiohttp.ClientError, ConnectionError):
             raise BackendConnectionFailure() from None
+
+
+DRAIN_BYTES = 64 * 1024
+DRAIN_SECONDS = 1.0
+
+
+def _small_error(upstream: aiohttp.ClientResponse) -> bool:
+    length = upstream.content_length
+    return upstream.status >= 400 and length is not None and length <= DRAIN_BYTES
 
 
 # Control characters (other than tab) cannot be relayed in a header value.
