@@ -6,11 +6,14 @@ neither a caller nor a policy can replace them. Header hygiene, precisely:
 - Always (any backend): hop-by-hop headers, Host, Content-Length and Expect are not
   forwarded; the subscription key is removed by the subscription gate; validate-jwt removes
   the caller's bearer token unless `keep-token`.
-- Backend with `credentials`: the caller's `Authorization`, `api-key` and `Cookie`, and any
-  header of the credential's own name, are dropped before the gateway's credential is added.
-- `authentication-managed-identity` ran: it replaced `Authorization` and removed `api-key`
-  when it ran (later policies may still edit them: that is the operator's config); `Cookie`
-  is dropped when the request is forwarded (not earlier: pools read their affinity cookie).
+- Backend with `credentials`: the caller's `Authorization`, `api-key`,
+  `Ocp-Apim-Subscription-Key` and `Cookie`, any header of the credential's own name, and
+  `api-key` / `subscription-key` query parameters are dropped before the gateway's
+  credential is added.
+- `authentication-managed-identity` ran: it replaced `Authorization` and removed the other
+  credential headers when it ran (later policies may still edit them: that is the operator's
+  config); `Cookie` and the query keys are dropped when the request is forwarded (not
+  earlier: pools read their affinity cookie).
 - Otherwise the caller's headers pass through as before, unless a policy removes them.
 """
 

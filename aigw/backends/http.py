@@ -18,7 +18,11 @@ from aigw.config.model import BackendConfig
 from aigw.context import RequestContext, Response
 from aigw.errors import BackendConnectionFailure, BackendProtocolError, BackendTimeout
 from aigw.headers import HOP_BY_HOP, Headers
-from aigw.identity.headers import CALLER_CREDENTIALS, gateway_authenticated
+from aigw.identity.headers import (
+    CALLER_CREDENTIALS,
+    gateway_authenticated,
+    without_query_credentials,
+)
 
 # Never forwarded upstream: framing is recomputed, Host comes from the backend URL.
 _REQUEST_SKIP = HOP_BY_HOP | {"host", "content-length", "expect", "x-forwarded-for"}
@@ -72,10 +76,12 @@ class HttpBackend:
             await self._session.close()
             self._session = None
 
-    def url_for(self, ctx: RequestContext) -> URL:
+    def url_for(self, ctx: RequestContext, authenticated: bool = False) -> URL:
         request = ctx.request
         url = self.base_url + request.backend_path
         query = request.query_string
+        if authenticated:  # the gateway's credential goes alone: no caller key in the query
+            query = without_query_credentials(query)
         if query:
             url += "?" + query
         # Already encoded: sent as is, never normalised (no `..` resolution, no re-quoting).
@@ -86,13 +92,14 @@ class HttpBackend:
             await self.start()
         assert self._session is not None
         request = ctx.request
+        authenticated = self.credential is not None or gateway_authenticated(ctx)
         if self.credential is not None:
             # Applied after every policy: neither the caller nor a policy can replace it.
             credential = await credential_header(self.id, self.credential)
             skip = self._skip
         else:
             credential = None
-            skip = _AUTHENTICATED_SKIP if gateway_authenticated(ctx) else _REQUEST_SKIP
+            skip = _AUTHENTICATED_SKIP if authenticated else _REQUEST_SKIP
         headers = [(k, v) for k, v in request.headers.forwardable() if k not in skip]
         if credential is not None:
             headers.append(credential)
@@ -105,7 +112,7 @@ class HttpBackend:
         try:
             upstream = await self._session.request(
                 request.method,
-                self.url_for(ctx),
+                self.url_for(ctx, authenticated),
                 headers=headers,
                 data=body if body or request.method not in ("GET", "HEAD") else None,
                 allow_redirects=False,

@@ -247,6 +247,10 @@ class ClientCredentials(Strict):
     def _one_proof(self) -> ClientCredentials:
         if (self.client_secret is None) == (self.client_assertion_file is None):
             raise ValueError("give exactly one of 'client-secret' and 'client-assertion-file'")
+        host = re.match(r"^http://(\[[^\]]+\]|[^/:]+)", self.token_url)
+        if host and host.group(1) not in ("127.0.0.1", "localhost", "[::1]"):
+            # The secret or assertion travels in the request: never in clear text.
+            raise ValueError("'token-url' must be https:// (http:// only to this machine)")
         return self
 
 

@@ -140,6 +140,8 @@ class TokenCache:
         valid = self._token is not None and now < self._usable_until
         cap = self._retry_cap if valid else self._retry_cap_without_token
         delay = min(cap, self._retry_base * 2**self._failures)
+        if valid:  # the back-off ends when the token does: then requests must try again
+            delay = min(delay, self._usable_until - now)
         self._failures += 1
         self._retry_at = now + delay
         message = (

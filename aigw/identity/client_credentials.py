@@ -5,6 +5,7 @@ Kubernetes service-account token does; RFC 7523)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -52,12 +53,19 @@ class ClientCredentialsProvider:
 
     async def token(self, resource: str) -> AccessToken:
         """`resource` is the scope to ask for (may be empty)."""
-        form = self._form(resource)
+        # Read in a thread: the assertion file may sit on a slow volume.
+        form = await asyncio.to_thread(self._form, resource)
         sent = time.time()
         try:
             async with (
                 aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout)) as s,
-                s.post(self.token_url, data=form, headers={"accept": "application/json"}) as r,
+                # A redirect is not followed: a 307 would re-post the secret to another origin.
+                s.post(
+                    self.token_url,
+                    data=form,
+                    headers={"accept": "application/json"},
+                    allow_redirects=False,
+                ) as r,
             ):
                 status = r.status
                 try:

@@ -7,11 +7,16 @@ see aigw/backends/credentials.py for the header hygiene rules.
 
 from __future__ import annotations
 
+from urllib.parse import unquote_plus
+
 from aigw.context import RequestContext
 from aigw.errors import GatewayError
 
-# Caller headers that could carry a credential of their own to the backend.
-CALLER_CREDENTIALS = frozenset({"authorization", "api-key"})
+# Caller headers that could carry a credential of their own to the backend (Azure AI
+# services take a resource key as `Ocp-Apim-Subscription-Key` too).
+CALLER_CREDENTIALS = frozenset({"authorization", "api-key", "ocp-apim-subscription-key"})
+# … and query parameters that do (names compared case-insensitively, as those services do).
+CALLER_QUERY_CREDENTIALS = frozenset({"api-key", "subscription-key"})
 _MARK = "gateway-authenticated"
 
 
@@ -21,6 +26,18 @@ def mark_gateway_authenticated(ctx: RequestContext) -> None:
 
 def gateway_authenticated(ctx: RequestContext) -> bool:
     return bool(ctx.policy_state.get(_MARK))
+
+
+def without_query_credentials(query: str) -> str:
+    """`query` minus the caller's key parameters; the other parameters' bytes are kept."""
+    if "key" not in query.lower() and "%" not in query:  # the common case: nothing to do
+        return query
+    kept = [
+        part
+        for part in query.split("&")
+        if unquote_plus(part.partition("=")[0]).lower() not in CALLER_QUERY_CREDENTIALS
+    ]
+    return "&".join(kept)
 
 
 class BackendAuthenticationFailed(GatewayError):

@@ -4,9 +4,9 @@ backend request (`Authorization: Bearer …`), as APIM does.
 The identity (managed, workload or development) is the gateway's `identity` setting;
 `client-id` picks a user-assigned identity / another app registration. Tokens come from a
 shared `TokenCache` (one per identity and resource, refreshed ahead of expiry). The caller's
-`Authorization` and `api-key` are removed whether or not a token was obtained, so a
-caller's credential never reaches a backend meant to trust only the gateway; its cookies are
-dropped when the request is forwarded.
+`Authorization`, `api-key` and `Ocp-Apim-Subscription-Key` are removed whether or not a
+token was obtained, so a caller's credential never reaches a backend meant to trust only the
+gateway; its cookies and query keys are dropped when the request is forwarded.
 """
 
 from __future__ import annotations

@@ -92,6 +92,10 @@ def gateway(
         },
         "apis": {
             "mi": mi_api("mi", output_token_variable_name="backend-token"),
+            "keyed": {
+                **mi_api("keyed"),
+                "subscription-key-parameter-names": {"header": "x-sub", "query": "sub"},
+            },
             "user": mi_api("user", client_id="user-assigned-1"),
             "short": mi_api("short", resource=SHORT),
             "burst": mi_api("burst", resource=BURST),
@@ -266,3 +270,22 @@ def test_acquisitions_are_logged_without_tokens(gateway: Gateway) -> None:
     assert records
     assert {"identity", "client_id", "resource", "expires_on"} <= set(records[0])
     assert "tok-" not in gateway.stderr() + gateway.stdout()
+
+
+def test_caller_keys_in_the_query_or_azure_key_header_never_reach_an_authenticated_backend(
+    http: httpx.Client,
+) -> None:
+    # Azure AI services also take a key as `Ocp-Apim-Subscription-Key` or in the query
+    # (`api-key`, `subscription-key`): a caller's key there must not ride along with the
+    # gateway's identity (names compared case-insensitively, as the services do).
+    query = "api-key=q1&Subscription-Key=q2&API%2DKEY=q3&keep=1"
+    extra = {**CALLER, "Ocp-Apim-Subscription-Key": "caller-azure-key"}
+    for api in ("keyed", "cred", "key"):
+        response = http.post(f"/{api}/v1/chat/completions?{query}", json=CHAT_BODY, headers=extra)
+        echoed = response.json()
+        headers = seen(response)
+        assert "ocp-apim-subscription-key" not in headers, api
+        assert echoed["raw_query"] == "keep=1", api
+    # Without gateway credentials nothing is guessed: the caller's query goes through.
+    response = http.post(f"/plain/v1/chat/completions?{query}", json=CHAT_BODY, headers=extra)
+    assert response.json()["raw_query"] == query

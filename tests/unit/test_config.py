@@ -182,3 +182,24 @@ def test_breaker_durations_must_be_finite_and_bounded(rule: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config_text(text)
     assert "backends.b.circuit-breaker.rules" in str(caught.value.issues[0])
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("https://login.example/token", True),
+        ("http://127.0.0.1:9000/token", True),
+        ("http://idp.internal/token", False),
+    ],
+)
+def test_client_credentials_never_travel_in_clear_text(url: str, ok: bool) -> None:
+    credentials = (
+        f"{{client-credentials: {{token-url: '{url}', client-id: a, client-assertion-file: /f}}}}"
+    )
+    text = f"backends:\n  b: {{url: 'http://a', credentials: {credentials}}}\n"
+    if ok:
+        load_config_text(text)
+        return
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(text)
+    assert "https://" in str(caught.value.issues[0])

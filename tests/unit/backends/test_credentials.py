@@ -9,6 +9,7 @@ from aigw.backends.credentials import BearerToken, StaticHeader, build_credentia
 from aigw.config.errors import IssueCollector
 from aigw.config.loader import load_config_text
 from aigw.config.model import BackendConfig, BackendCredentialsConfig, IdentityConfig
+from aigw.identity.headers import without_query_credentials
 from aigw.runtime import _check_credentials
 
 
@@ -83,3 +84,10 @@ def test_keys_and_client_secrets_must_be_secret_named_values(
         "backends.b.credentials.header.value",
         "backends.c.credentials.client-credentials.client-secret",
     }
+
+
+def test_caller_keys_are_taken_out_of_the_query_bytes_otherwise_kept() -> None:
+    assert without_query_credentials("") == ""
+    assert without_query_credentials("a=%2F&b") == "a=%2F&b"
+    assert without_query_credentials("api-key=1&monkey=2&api-version=x") == "monkey=2&api-version=x"
+    assert without_query_credentials("Subscription-Key=1&API%2dKEY=2&api%2Dkey&k=v") == "k=v"

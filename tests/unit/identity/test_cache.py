@@ -112,6 +112,23 @@ async def test_failed_refresh_keeps_the_valid_token_and_backs_off(
     assert (await cache.get()).token == "token-4"  # the fourth call
 
 
+async def test_a_long_back_off_ends_when_the_cached_token_does() -> None:
+    # A refresh that fails late in the token's life backs off for up to a minute; once the
+    # token may no longer be sent, a recovered endpoint is asked at once, not a minute later.
+    clock = ManualClock()
+    provider = FakeProvider(clock, lifetime=3600)
+    cache = TokenCache(provider, RESOURCE, clock, retry_base=60)
+    await cache.get()
+    clock.advance(3560)  # refresh window, 10 s before the token is withdrawn
+    provider.fail = "endpoint down"
+    assert (await cache.get()).token == "token-1"
+    await settle()
+    assert provider.calls == 2
+    provider.fail = None
+    clock.advance(15)  # the token is withdrawn; the 60 s back-off has not passed
+    assert (await cache.get()).token == "token-3"
+
+
 async def test_no_valid_token_raises_a_clear_error_and_backs_off() -> None:
     cache, provider, clock = make()
     provider.fail = "connection refused"
