@@ -53,7 +53,7 @@ async def send_response(
         else:
             response.headers.set("content-length", str(len(response.body)))
     elif ctx is not None:
-        observers = [p for p in ctx.observers if p.observes_chunks]
+        observers = [p for p in ctx.observers if p.observes_chunks and p.chunk_hook_active]
         if observers:
             response.headers.delete("content-length")  # hooks may change the body's length
     await send(

@@ -55,6 +55,8 @@ class Policy:
     observes_response: ClassVar[bool] = False
     observes_chunks: ClassVar[bool] = False
     observes_completion: ClassVar[bool] = False
+    # A policy whose class has a chunk hook may not need it with its configuration.
+    chunk_hook_active: bool = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -65,6 +65,9 @@ class QuotaByKey(Policy):
             start = start.replace(tzinfo=UTC)
         self.first_start = start.timestamp() if start is not None else 0.0
         self.store = counter_store(build)
+        # Only a bandwidth quota needs to see the response body go by; without it, relayed
+        # responses keep their Content-Length and skip the per-chunk call.
+        self.chunk_hook_active = config.bandwidth is not None
 
     async def apply(self, ctx: RequestContext) -> Response | None:
         key = text_of(self.counter_key, ctx)
