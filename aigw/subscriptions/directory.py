@@ -48,9 +48,6 @@ class SubscriptionIndex:
             return None
         return self._by_hash.get(hash_key(key))
 
-    def get(self, subscription_id: str) -> Subscription | None:
-        return self._by_id.get(subscription_id)
-
 
 class SubscriptionDirectory:
     """A store plus the index that follows it; owned by one runtime."""

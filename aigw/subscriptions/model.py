@@ -63,9 +63,6 @@ class Subscription:
             return "expired"
         return self.state
 
-    def is_usable(self, now: datetime) -> bool:
-        return self.effective_state(now) == "active"
-
     def key_hash(self, slot: KeySlot) -> str:
         return self.primary_key_hash if slot == "primary" else self.secondary_key_hash
 

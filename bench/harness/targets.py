@@ -132,20 +132,6 @@ TARGETS: Mapping[str, TargetSpec] = {
         ),
     )
 }
-DEFAULT_TARGETS = (
-    "direct",
-    "ref-aiohttp",
-    "ref-granian",
-    "aigw-bare",
-    "aigw-subscriptions",
-    "aigw-jwt-rs256",
-    "aigw-jwt-es256",
-    "aigw-bare-1k",
-    "aigw-token-limit",
-    "aigw-pool",
-    "aigw-pool-429",
-    "aigw-policies",
-)
 
 
 @dataclass(frozen=True, slots=True)
