@@ -90,7 +90,7 @@ class Gateway:
         if incoming_id and _REQUEST_ID.match(incoming_id):
             request_id = incoming_id
         else:
-            request_id = self._ids.new()
+            request_id, incoming_id = self._ids.new(), None
             # The backend gets the same id, so its logs can be joined with ours.
             headers.set("x-request-id", request_id)
         path = scope["path"]
@@ -111,6 +111,20 @@ class Gateway:
             raise
         finally:
             runtime.in_flight -= 1
+            duration = time.perf_counter() - started
+            telemetry = runtime.services.telemetry
+            if ctx is None:
+                telemetry.finish_unrouted(status, duration)
+            else:
+                # The ledger keys on an id of ours: a caller's x-request-id may repeat.
+                telemetry.finish(
+                    ctx,
+                    method=scope["method"],
+                    status=status,
+                    duration=duration,
+                    request_id=request_id if incoming_id is None else self._ids.new(),
+                    client_request_id=incoming_id,
+                )
             if runtime.config.gateway.access_log:
                 self.access_log.write(
                     ctx,
@@ -118,7 +132,7 @@ class Gateway:
                     method=scope["method"],
                     path=path,
                     status=status,
-                    duration=time.perf_counter() - started,
+                    duration=duration,
                 )
 
     async def _handle(
@@ -222,6 +236,7 @@ class Gateway:
                 # The body is looked at only once the caller is admitted, as in APIM.
                 response = _invalid_body(ctx) if json_body else None
                 if response is None:
+                    runtime.services.telemetry.begin(ctx)
                     chain = target.chain_for(ctx.product.id if ctx.product else None)
                     response = await execute(chain, ctx, runtime.forward)
             try:

@@ -1,4 +1,4 @@
-"""The `aigw` command: serve, validate, reload, demo-backend, subscriptions."""
+"""The `aigw` command: serve, validate, reload, demo-backend, subscriptions, usage."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aigw import cli_subscriptions
+from aigw import cli_subscriptions, cli_usage
 from aigw.config.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -64,7 +64,9 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers > 1:
         from aigw.server.supervisor import run_workers
 
-        return run_workers(args.config, host, port, args.workers, runtime.config.admin)
+        return run_workers(
+            args.config, host, port, args.workers, runtime.config.admin, runtime.config.operations
+        )
     from aigw.server.worker import run_worker
 
     run_worker(args.config, host, port, key_vault=key_vault)
@@ -163,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo_backend)
 
     cli_subscriptions.register(sub, _build)
+    cli_usage.register(sub, _build)
     return parser
 
 

@@ -20,6 +20,7 @@ from aigw.jsonbody import parse_strict_json, serialize_json
 if TYPE_CHECKING:
     from aigw.jwt.validator import Jwt
     from aigw.policies.base import Policy
+    from aigw.telemetry.record import StepTiming
     from aigw.usage.meter import UsageMeter
 
 
@@ -284,6 +285,7 @@ class RequestContext:
     __slots__ = (
         "api",
         "backend_id",
+        "cache_hit",
         "client_disconnected",
         "clock",
         "deployment_id",
@@ -302,6 +304,7 @@ class RequestContext:
         "services",
         "shadow_rejections",
         "started",
+        "steps",
         "subscription",
         "timestamp",
         "usage_meter",
@@ -348,6 +351,10 @@ class RequestContext:
         self.usage_meter: UsageMeter | None = None
         # Per-request state of policies, keyed by the policy (e.g. what a limit reserved).
         self.policy_state: dict[object, Any] = {}
+        # Answered from the gateway's cache rather than by a backend.
+        self.cache_hit = False
+        # Timings of each policy and the backend call, only while the request is traced.
+        self.steps: list[StepTiming] | None = None
 
     @property
     def claims(self) -> ClaimsView | None:

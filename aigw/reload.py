@@ -17,6 +17,7 @@ from aigw.errors import DependencyUnavailable
 from aigw.logs import set_log_secrets
 from aigw.namedvalues.keyvault import KeyVaultCache
 from aigw.runtime import Runtime, build_runtime
+from aigw.telemetry.prometheus import PrometheusMetrics
 
 log = logging.getLogger("aigw.reload")
 
@@ -29,8 +30,11 @@ class RuntimeHolder:
         *,
         one_of_many: bool = False,
         key_vault: KeyVaultCache | None = None,
+        metrics: PrometheusMetrics | None = None,
     ) -> None:
         self.current = runtime
+        # The process's Prometheus series: every runtime adds to the same ones.
+        self.metrics = metrics
         self.config_path = config_path
         # Last good Key Vault values: a reload fetches only secrets it has never read.
         self.key_vault = key_vault or KeyVaultCache()
@@ -119,7 +123,7 @@ class RuntimeHolder:
         refs = await asyncio.to_thread(lambda: key_vault_refs(_parsed_or_none(text)))
         vault = await self.key_vault.resolve(refs)
         return await asyncio.to_thread(
-            lambda: build_runtime(load_config_text(text, str(path), vault))
+            lambda: build_runtime(load_config_text(text, str(path), vault), self.metrics)
         )
 
     async def _retire(self, runtime: Runtime, poll: float = 0.05) -> None:

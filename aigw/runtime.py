@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aigw.policies.builtin  # noqa: F401 - registers the built-in policies
 from aigw.backends.base import Backend
@@ -30,7 +31,12 @@ from aigw.subscriptions.directory import SubscriptionDirectory, SubscriptionInde
 from aigw.subscriptions.gate import KeyLocation, SubscriptionGate
 from aigw.subscriptions.service import ProductEntry, SubscriptionService
 from aigw.subscriptions.store import SubscriptionStore, open_store
+from aigw.telemetry.hub import Telemetry
 from aigw.urlpath import encoded_has_dot_segment
+
+if TYPE_CHECKING:
+    from aigw.ledger.writer import LedgerWriter
+    from aigw.telemetry.prometheus import PrometheusMetrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +61,10 @@ class Services:
     products: dict[str, ProductEntry] = field(default_factory=dict)
     api_ids: frozenset[str] = frozenset()
     clock: Clock = SYSTEM_CLOCK
+    location: str = "local"
+    telemetry: Telemetry = field(default_factory=Telemetry)
+    # The usage ledger's writer (its store answers usage reports), when the ledger is on.
+    ledger: LedgerWriter | None = None
 
     def subscription_service(self) -> SubscriptionService:
         """Changes made through it are enforced by this process at once."""
@@ -231,16 +241,21 @@ def _check_admin(loaded: LoadedConfig, issues: IssueCollector) -> None:
 
 
 def _store(loaded: LoadedConfig, issues: IssueCollector) -> SubscriptionStore | None:
-    # A relative SQLite path is next to the config file (or the working directory).
-    base_dir = Path.cwd() if loaded.source == "<string>" else Path(loaded.source).parent
     try:
-        return open_store(loaded.config.store.url, base_dir)
+        return open_store(loaded.config.store.url, _base_dir(loaded))
     except ValueError as exc:  # e.g. a PostgreSQL schema name it would have to quote
         issues.add("store.url", str(exc))
         return None
 
 
-def build_runtime(loaded: LoadedConfig) -> Runtime:
+def _base_dir(loaded: LoadedConfig) -> Path:
+    """Where relative SQLite paths point: next to the config file (or the working dir)."""
+    return Path.cwd() if loaded.source == "<string>" else Path(loaded.source).parent
+
+
+def build_runtime(loaded: LoadedConfig, metrics: PrometheusMetrics | None = None) -> Runtime:
+    """The runtime for `loaded`; `metrics` is the process's Prometheus registry (kept across
+    reloads), None where nothing serves /metrics (validate, tests)."""
     config = loaded.config
     issues = IssueCollector()
     check_references(config, issues)
@@ -303,19 +318,62 @@ def build_runtime(loaded: LoadedConfig) -> Runtime:
     directory = SubscriptionDirectory(store, config.store.refresh_interval, index)
     sync = _breaker_sync(config)
     backends = build_backends(config.backends, SYSTEM_CLOCK, sync, config.identity, build.shared)
+    telemetry, telemetry_resources = _telemetry(loaded, build, metrics)
     services = Services(
         backends=backends,
         gateway_id=config.gateway.gateway_id,
         subscriptions=directory,
         products=products,
         api_ids=frozenset(config.apis),
+        location=config.gateway.location,
+        telemetry=telemetry,
+        ledger=telemetry.ledger,
     )
     return Runtime(
         loaded=loaded,
         router=Router(routes),
         services=services,
-        resources=list(build.resources.values()) + ([sync] if sync is not None else []),
+        resources=list(build.resources.values())
+        + ([sync] if sync is not None else [])
+        + telemetry_resources,
     )
+
+
+def _telemetry(
+    loaded: LoadedConfig, build: BuildContext, metrics: PrometheusMetrics | None
+) -> tuple[Telemetry, list[Resource]]:
+    """Prometheus (process-wide), the OTLP exporter and the usage ledger (this runtime's;
+    started after, and closed before, everything the policies use)."""
+    from aigw.identity.cache import TokenCache
+    from aigw.ledger.writer import build_ledger
+    from aigw.policies.limit_support import lazy_token_counter
+
+    config = loaded.config
+    if metrics is not None:
+        metrics.max_series = config.metrics.max_series_per_metric
+    otlp = None
+    if config.otlp is not None:
+        from aigw.telemetry.otlp import OtlpExporter
+
+        otlp = OtlpExporter(config.otlp, config.gateway.gateway_id)
+    telemetry = Telemetry(metrics, otlp)
+    try:
+        ledger = build_ledger(config, _base_dir(loaded), telemetry)
+    except ValueError as exc:  # e.g. a PostgreSQL schema name it would have to quote
+        issues = IssueCollector()
+        issues.add("usage.ledger.url", str(exc))
+        issues.raise_if_any(loaded.secrets)
+        raise
+
+    # Counting a response without usage needs a tokenizer (one shared with the policies).
+    counter = lazy_token_counter(build) if ledger is not None else None
+    resources: list[Resource] = [r for r in (otlp, ledger) if r is not None]
+    for resource in build.resources.values():
+        if isinstance(resource, TokenCache):  # backend tokens acquired count as metrics
+            resource.events = telemetry
+    if ledger is not None:
+        telemetry.add_ledger(ledger, counter)
+    return telemetry, resources
 
 
 def _breaker_sync(config: GatewayConfig) -> BreakerSync | None:

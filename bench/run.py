@@ -27,6 +27,7 @@ ALL_TARGETS = (
     "aigw-token-limit",
     "aigw-pool",
     "aigw-pool-429",
+    "aigw-metered",
     "aigw-policies",
     "litellm",
 )

@@ -18,6 +18,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
+from aigw.admin.dashboard import PUBLIC_ROUTES, Dashboard
 from aigw.admin.handlers import ACTOR, RUNTIME, routes
 from aigw.reload import RuntimeHolder
 from aigw.subscriptions.service import ServiceError
@@ -65,6 +66,8 @@ async def render_errors(request: web.Request, handler: Handler) -> StreamRespons
 @web.middleware
 async def admit(request: web.Request, handler: Handler) -> StreamResponse:
     """Check the token, name the actor, and keep the runtime open until the answer is sent."""
+    if request.match_info.route.name in PUBLIC_ROUTES:  # the dashboard's files: no data
+        return await handler(request)
     runtime = request.app[HOLDER].current
     token = runtime.config.admin.token
     if token is None:
@@ -115,6 +118,7 @@ def build_app(holder: RuntimeHolder) -> web.Application:
     app = web.Application(middlewares=[render_errors, admit], client_max_size=MAX_BODY_BYTES)
     app[HOLDER] = holder
     app.add_routes(routes())
+    app.add_routes(Dashboard().routes())
     return app
 
 

@@ -36,6 +36,8 @@ _LIMIT = re.compile(r"^[0-9]{1,6}$")
 
 
 def routes() -> list[web.RouteDef]:
+    from aigw.admin.usage_handlers import usage_routes  # it imports RUNTIME from here
+
     return [
         web.get("/openapi.json", openapi, allow_head=False),
         web.get("/products", list_products, allow_head=False),
@@ -50,6 +52,7 @@ def routes() -> list[web.RouteDef]:
         web.get("/audit", audit_log, allow_head=False),
         web.get("/backends", list_backends, allow_head=False),
         web.get("/backends/{id}", get_backend, allow_head=False),
+        *usage_routes(),
     ]
 
 

@@ -89,6 +89,32 @@ _LIMIT = _query(
     "limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Newest first"
 )
 
+_GROUP_KEYS = (
+    *("subscription", "product", "user", "model", "deployment", "api", "operation"),
+    *("backend", "reason", "status", "day", "hour"),
+)
+_TOTALS = "One per currency; the rows of any grouping add up to them exactly"
+_USAGE_SUMS: dict[str, Any] = {
+    "requests": {"type": "integer"},
+    "errors": {"type": "integer", "description": "Status 400 or above"},
+    **{
+        name: {"type": "integer"}
+        for name in (
+            "prompt_tokens",
+            "completion_tokens",
+            "cached_tokens",
+            "reasoning_tokens",
+            "total_tokens",
+        )
+    },
+    "cost": {
+        "type": ["string", "null"],
+        "description": "Exact decimal (up to 9 decimals); null when unpriced",
+        "examples": ["0.000123"],
+    },
+    "currency": {"type": ["string", "null"], "description": "ISO 4217; null: unpriced"},
+}
+
 _SCHEMAS: dict[str, Any] = {
     "Error": _object(
         {"statusCode": {"type": "integer"}, "message": {"type": "string"}}, "statusCode", "message"
@@ -294,7 +320,58 @@ _SCHEMAS: dict[str, Any] = {
         }
     ),
     "RegenerateKey": _object({"key": {"enum": ["primary", "secondary"]}}, "key", closed=True),
+    "UsageReport": _object(
+        {
+            "from": _DATE_TIME,
+            "to": {**_DATE_TIME, "description": "Excluded"},
+            "group_by": {"type": "array", "items": {"enum": list(_GROUP_KEYS)}},
+            "rows": {"type": "array", "items": _ref("UsageRow")},
+            "totals": {"type": "array", "items": _ref("UsageTotal"), "description": _TOTALS},
+        },
+        "from",
+        "to",
+        "group_by",
+        "rows",
+        "totals",
+    ),
+    "UsageRow": {
+        "description": "One group: its keys by group-by name (day: YYYY-MM-DD, hour: "
+        "YYYY-MM-DDTHH:00:00Z, UTC; status: an integer; null: not set), then the sums.",
+        "type": "object",
+        "additionalProperties": {"type": ["string", "integer", "null"]},
+        "properties": _USAGE_SUMS,
+    },
+    "UsageTotal": _object(_USAGE_SUMS, "currency", "requests", "cost"),
 }
+
+
+def _usage_report() -> dict[str, Any]:
+    operation = _op(
+        "Usage and cost from the usage ledger over a time range, grouped (cross-charging)",
+        (200, "UsageReport"),
+        parameters=[
+            _query("from", {"type": "string"}, "ISO 8601 date or date-time, UTC if no zone"),
+            _query("to", {"type": "string"}, "Excluded; at most 400 days after `from`"),
+            _query(
+                "group-by",
+                {"type": "string", "examples": ["subscription,model", "day"]},
+                f"Comma-separated: {', '.join(_GROUP_KEYS)}. Rows are always split by currency",
+            ),
+            _query("format", {"enum": ["json", "csv"], "default": "json"}, "CSV: the rows"),
+            *(
+                _query(name, {"type": "string"}, "Only requests with this value")
+                for name in _GROUP_KEYS
+                if name not in ("day", "hour")
+            ),
+        ],
+    )
+    operation["parameters"][0]["required"] = operation["parameters"][1]["required"] = True
+    operation["responses"]["200"]["content"]["text/csv"] = {"schema": {"type": "string"}}
+    operation["responses"]["503"] = _json(
+        _ref("Error"), "The usage ledger is off, or its database is unavailable"
+    )
+    return operation
+
 
 _PATHS: dict[str, Any] = {
     "/openapi.json": {
@@ -397,6 +474,7 @@ _PATHS: dict[str, Any] = {
         "parameters": [_ID],
         "get": _op("One backend or pool", (200, "Backend"), 404),
     },
+    "/usage/report": {"get": _usage_report()},
 }
 
 OPENAPI: dict[str, Any] = {
@@ -404,8 +482,8 @@ OPENAPI: dict[str, Any] = {
     "info": {
         "title": "aigw admin API",
         "version": "1",
-        "description": "Products, subscriptions, keys, the audit log and the state of the "
-        "backends. Every request needs "
+        "description": "Products, subscriptions, keys, the audit log, the state of the "
+        "backends and the usage report. Every request needs "
         "`Authorization: Bearer <admin token>`; `X-Aigw-Actor` names the person in the audit log.",
     },
     "security": [{"adminToken": []}],

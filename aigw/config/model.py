@@ -7,6 +7,7 @@ config model when the runtime is built, so the config tree does not know any pol
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
@@ -63,6 +64,8 @@ class GatewaySettings(Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     gateway_id: str = "aigw"
+    # Where this gateway runs (a region, a site): the `Location` metric dimension.
+    location: str = "local"
     access_log: bool = True
     shutdown_grace_period: Seconds = 30.0
     # Seconds between SIGTERM and closing the listener, with /readyz already failing.
@@ -399,11 +402,89 @@ class AdminConfig(Strict):
     token: str | None = None
 
 
+class OperationsConfig(Strict):
+    """The operations listener: `/metrics` (Prometheus), `/healthz` and `/readyz`, apart from
+    the API traffic. Off unless configured."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 9464
+
+
+class MetricsConfig(Strict):
+    # The cardinality guard: a metric gets at most this many label sets per worker process;
+    # further ones are counted under the label value `other` (and logged, and counted).
+    max_series_per_metric: Annotated[int, Field(ge=10, le=1_000_000)] = 2000
+
+
+class OtlpConfig(Strict):
+    """OpenTelemetry export (OTLP over HTTP, protobuf) of metrics and traces."""
+
+    endpoint: Annotated[str, Field(pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")]
+    # Sent with every export, e.g. an API key; values may be secret named values.
+    headers: dict[HeaderName, str] = {}
+    metrics: bool = True
+    traces: bool = True
+    export_interval: Annotated[float, Field(ge=0.1, le=3600)] = 10.0
+    timeout: Annotated[float, Field(gt=0, le=300)] = 10.0
+    service_name: str = Field("aigw", min_length=1, max_length=200)
+    # The share of requests traced (0..1); metrics always count every request.
+    trace_sample_ratio: Annotated[float, Field(ge=0, le=1)] = 1.0
+
+
+Price = Annotated[Decimal, Field(ge=0, le=1_000_000, allow_inf_nan=False)]
+
+
+class PriceConfig(Strict):
+    """What a model costs per one million tokens."""
+
+    input: Price
+    cached_input: Price | None = None  # prompt tokens from the provider's cache; default: input
+    output: Price = Decimal(0)
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "USD"
+
+
+class LedgerConfig(Strict):
+    """The usage ledger: one record per model request, written in batches off the hot path."""
+
+    enabled: bool = True
+    # `sqlite:PATH` or `postgresql://…`; default: the subscription store's `store.url`.
+    url: str | None = None
+    # Small batches keep each write short (the event loop shares the interpreter with it).
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 100
+    flush_interval: Annotated[float, Field(gt=0, le=60)] = 1.0
+    # Records held while the database is unreachable; beyond this the oldest are dropped
+    # (logged and counted in `aigw_ledger_dropped_records_total`).
+    max_buffered: Annotated[int, Field(ge=100, le=10_000_000)] = 100_000
+
+    @model_validator(mode="after")
+    def _known_scheme(self) -> LedgerConfig:
+        if self.url is not None and not self.url.startswith(
+            ("sqlite:", "postgresql://", "postgres://")
+        ):
+            raise ValueError("'url' must start with 'sqlite:' or 'postgresql://'")
+        return self
+
+
+class UsageConfig(Strict):
+    ledger: LedgerConfig = LedgerConfig()
+    # Counting a response that came without usage (a client that left mid-stream, a backend
+    # that reports none) needs the tokenizer. Loading it pauses the worker ~0.5 s and takes
+    # ~65 MB: by default that happens the first time it is needed; true loads it at start,
+    # before the gateway reports ready (token limits always do).
+    preload_tokenizer: bool = False
+    # By model or deployment name, as requests name them (see README: Prices).
+    prices: dict[Annotated[str, Field(min_length=1, max_length=200)], PriceConfig] = {}
+
+
 class GatewayConfig(Strict):
     gateway: GatewaySettings = GatewaySettings()
     store: StoreConfig = StoreConfig()
     counters: CountersConfig = CountersConfig()
     admin: AdminConfig = AdminConfig()
+    operations: OperationsConfig | None = None
+    metrics: MetricsConfig = MetricsConfig()
+    otlp: OtlpConfig | None = None
+    usage: UsageConfig = UsageConfig()
     named_values: dict[Identifier, NamedValueConfig] = {}
     identity: IdentityConfig = IdentityConfig()
     backends: dict[Identifier, BackendConfig] = {}

@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 
 from aigw.clock import SYSTEM_CLOCK, Clock
 from aigw.identity.tokens import AccessToken, TokenProvider, TokenUnavailable
+from aigw.telemetry.events import IDENTITY_TOKEN_ACQUISITIONS
+from aigw.telemetry.sink import EventSink
 
 log = logging.getLogger("aigw.identity")
 
@@ -60,6 +62,8 @@ class TokenCache:
         # For the audit trail and tests: how many acquisitions succeeded and failed.
         self.acquired = 0
         self.failed = 0
+        # Where acquisitions are counted as metrics (set by the runtime that owns the cache).
+        self.events: EventSink | None = None
 
     async def start(self) -> None:
         return None
@@ -125,6 +129,7 @@ class TokenCache:
         self._retry_at = 0.0
         self._last_error = None
         self.acquired += 1
+        self._count("ok")
         log.info(
             "backend token acquired",
             extra={
@@ -135,6 +140,11 @@ class TokenCache:
             },
         )
 
+    def _count(self, result: str) -> None:
+        if self.events is not None:
+            labels = {"identity": self.provider.kind, "result": result}
+            self.events.event(IDENTITY_TOKEN_ACQUISITIONS, labels)
+
     def _failure(self, reason: str) -> TokenUnavailable:
         now = self._now()
         valid = self._token is not None and now < self._usable_until
@@ -144,6 +154,7 @@ class TokenCache:
             delay = min(delay, self._usable_until - now)
         self._failures += 1
         self._retry_at = now + delay
+        self._count("error")
         message = (
             f"{self.provider.kind} identity"
             + (f" (client id {self.provider.client_id})" if self.provider.client_id else "")

@@ -14,6 +14,7 @@ from aigw.errors import GatewayError
 from aigw.pipeline.chain import Chain
 from aigw.pipeline.errors import error_response
 from aigw.policies.base import run_statements
+from aigw.telemetry.record import StepTiming
 
 log = logging.getLogger("aigw.pipeline")
 
@@ -41,7 +42,7 @@ async def _run_sections(chain: Chain, ctx: RequestContext, terminal: Terminal) -
         return result
     if ctx.usage_meter is not None:
         ctx.usage_meter.forwarded = True  # from here on the backend may bill the prompt
-    ctx.response = await terminal(ctx)
+    ctx.response = await (terminal(ctx) if ctx.steps is None else _timed_terminal(terminal, ctx))
     if ctx.usage_meter is not None:  # first, so policies' response hooks see the usage
         ctx.response = await ctx.usage_meter.on_response(ctx.response)
     for policy in ctx.observers:
@@ -53,6 +54,20 @@ async def _run_sections(chain: Chain, ctx: RequestContext, terminal: Terminal) -
         await _discard_upstream(ctx, result)
         return result
     return ctx.response
+
+
+async def _timed_terminal(terminal: Terminal, ctx: RequestContext) -> Response:
+    """The backend call, with its timing kept for the request's trace."""
+    started, outcome = ctx.clock.monotonic(), "error"
+    try:
+        response = await terminal(ctx)
+        outcome = "ok" if response.status_code < 500 else "error"
+        return response
+    finally:
+        if ctx.steps is not None:
+            ctx.steps.append(
+                StepTiming("backend", "terminal", started, ctx.clock.monotonic(), outcome)
+            )
 
 
 async def handle_error(chain: Chain, ctx: RequestContext, exc: GatewayError) -> Response:

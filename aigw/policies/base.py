@@ -108,7 +108,7 @@ async def run_statements(statements: Sequence[Policy], ctx: RequestContext) -> R
         if policy.observes_response or policy.observes_chunks or policy.observes_completion:
             ctx.observers.append(policy)
         try:
-            result = await policy.apply(ctx)
+            result = await (policy.apply(ctx) if ctx.steps is None else _timed(policy, ctx))
         except GatewayError as exc:
             if exc.policy_id is None:
                 exc.policy_id = policy.policy_id
@@ -119,3 +119,21 @@ async def run_statements(statements: Sequence[Policy], ctx: RequestContext) -> R
         if result is not None:
             return result
     return None
+
+
+async def _timed(policy: Policy, ctx: RequestContext) -> Response | None:
+    """`policy.apply`, with its timing kept for the request's trace."""
+    from aigw.telemetry.record import StepTiming
+
+    section, started, outcome = ctx.section, ctx.clock.monotonic(), "error"
+    try:
+        result = await policy.apply(ctx)
+        outcome = "ok" if result is None else "short-circuit"
+        return result
+    finally:
+        if ctx.steps is not None:
+            ctx.steps.append(
+                StepTiming(
+                    policy.name, section, started, ctx.clock.monotonic(), outcome, policy.policy_id
+                )
+            )

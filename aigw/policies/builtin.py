@@ -6,6 +6,7 @@ from aigw.policies import (  # noqa: F401
     authentication_managed_identity,
     check_header,
     choose,
+    emit_token_metric,
     ip_filter,
     llm_model_access,
     llm_token_limit,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from aigw.context import RequestContext, Response
 from aigw.errors import GatewayError
 from aigw.limits.store import CounterStore, CounterStoreUnavailable
+from aigw.telemetry.events import LIMIT_STORE_ERRORS
 
 if TYPE_CHECKING:
     from aigw.policies.build import BuildContext
@@ -44,6 +45,20 @@ def token_counter(build: BuildContext) -> TokenCounter:
     return build.shared(("tokenizer",), lambda: TokenCounter(preload=(O200K,)))
 
 
+def lazy_token_counter(build: BuildContext) -> TokenCounter:
+    """The limits' tokenizer when the config has one, else one that loads an encoding the
+    first time a response without usage must be counted (~0.5 s, once per process), so
+    metering alone costs neither start time nor the encodings' memory."""
+    from aigw.tokenizer.encodings import TokenCounter
+
+    found = build.resources.get(("tokenizer",))
+    if isinstance(found, TokenCounter):
+        return found
+    if build.settings is not None and build.settings.usage.preload_tokenizer:
+        return token_counter(build)
+    return build.shared(("tokenizer", "on-first-use"), lambda: TokenCounter(preload=()))
+
+
 class PendingWrites:
     """Counter corrections made after the response, off the connection's path (the next
     request on a keep-alive connection need not wait for them); drained when the runtime
@@ -71,8 +86,12 @@ def pending_writes(build: BuildContext) -> PendingWrites:
     return build.shared(("pending-writes",), PendingWrites)
 
 
-def store_failure(policy: str, mode: StoreErrorMode, exc: CounterStoreUnavailable) -> None:
+def store_failure(
+    ctx: RequestContext, policy: str, mode: StoreErrorMode, exc: CounterStoreUnavailable
+) -> None:
     """Fail closed (503 with Retry-After) or, by choice, let the request through."""
+    if ctx.services is not None:
+        ctx.services.telemetry.event(LIMIT_STORE_ERRORS, {"policy": policy, "mode": mode})
     if mode == "fail-open":
         log.warning(
             "%s: counter store unavailable, request let through (fail-open): %s", policy, exc

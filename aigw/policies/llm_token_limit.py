@@ -121,7 +121,7 @@ class TokenLimit(Policy):
         try:
             reservation = await self._take(ctx, key, cost, now)
         except CounterStoreUnavailable as exc:
-            store_failure(self.name, self.config.on_store_error, exc)
+            store_failure(ctx, self.name, self.config.on_store_error, exc)
             return None
         ctx.policy_state[self] = reservation
         config = self.config

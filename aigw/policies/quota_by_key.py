@@ -91,7 +91,7 @@ class QuotaByKey(Policy):
                 if not taken.allowed:
                     self._refuse(ctx, "Out of bandwidth quota", end - now)
         except CounterStoreUnavailable as exc:
-            store_failure(self.name, config.on_store_error, exc)
+            store_failure(ctx, self.name, config.on_store_error, exc)
             return None
         ctx.policy_state[self] = (key, start, end)
         return None

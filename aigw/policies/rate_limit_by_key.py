@@ -79,7 +79,7 @@ class RateLimitByKey(Policy):
             else:  # counted at the end, if the condition holds then
                 taken = await self.store.window_peek(key, self.window, config.calls, now)
         except CounterStoreUnavailable as exc:
-            store_failure(self.name, config.on_store_error, exc)
+            store_failure(ctx, self.name, config.on_store_error, exc)
             return None
         if not taken.allowed:
             taken = await self._refused(ctx, key, now, taken)

@@ -15,8 +15,9 @@ import signal
 import time
 from multiprocessing.process import BaseProcess
 
-from aigw.config.model import AdminConfig
+from aigw.config.model import AdminConfig, OperationsConfig
 from aigw.server.worker import bind_socket, run_worker
+from aigw.telemetry.prometheus import MetricsDirectory
 
 log = logging.getLogger("aigw.server")
 
@@ -26,12 +27,26 @@ MAX_QUICK_DEATHS = 5
 
 class Supervisor:
     def __init__(
-        self, config_path: str, host: str, port: int, workers: int, admin: AdminConfig
+        self,
+        config_path: str,
+        host: str,
+        port: int,
+        workers: int,
+        admin: AdminConfig,
+        operations: OperationsConfig | None = None,
     ) -> None:
         self.config_path, self.host, self.port, self.workers = config_path, host, port, workers
         self.sock = bind_socket(host, port)
-        # The admin API is shared by the workers like the gateway listener.
+        # The admin API and the operations listener are shared by the workers like the
+        # gateway listener.
         self.admin_sock = bind_socket(admin.host, admin.port) if admin.token else None
+        self.operations_sock = (
+            bind_socket(operations.host, operations.port) if operations is not None else None
+        )
+        # Every worker writes its metric series here; whichever answers a scrape sums them.
+        # Workers are spawned, so they inherit the variable.
+        self.metrics_dir = MetricsDirectory()
+        os.environ[MetricsDirectory.ENV] = str(self.metrics_dir.path)
         self.context = multiprocessing.get_context("spawn")
         self.signals: list[int] = []
         self.stopping = False
@@ -41,6 +56,7 @@ class Supervisor:
         process = self.context.Process(
             target=run_worker,
             args=(self.config_path, self.host, self.port, self.sock, self.admin_sock),
+            kwargs={"operations_sock": self.operations_sock},
         )
         process.start()
         return process, time.monotonic()
@@ -61,6 +77,8 @@ class Supervisor:
                     alive.append((process, started))
                     continue
                 process.join()
+                if process.pid is not None:
+                    self.metrics_dir.forget_process(process.pid)
                 if self.stopping:
                     continue
                 if not self._note_death(process, started):
@@ -72,8 +90,10 @@ class Supervisor:
             processes = alive
             time.sleep(0.1)
         self.sock.close()
-        if self.admin_sock is not None:
-            self.admin_sock.close()
+        for extra in (self.admin_sock, self.operations_sock):
+            if extra is not None:
+                extra.close()
+        self.metrics_dir.remove()
         return exit_code
 
     def _note_death(self, process: BaseProcess, started: float) -> bool:
@@ -102,9 +122,16 @@ class Supervisor:
                 os.kill(process.pid, sig)
 
 
-def run_workers(config_path: str, host: str, port: int, workers: int, admin: AdminConfig) -> int:
+def run_workers(
+    config_path: str,
+    host: str,
+    port: int,
+    workers: int,
+    admin: AdminConfig,
+    operations: OperationsConfig | None = None,
+) -> int:
     try:
-        supervisor = Supervisor(config_path, host, port, workers, admin)
+        supervisor = Supervisor(config_path, host, port, workers, admin, operations)
     except OSError as exc:  # a port in use, an address not on this host
         log.error("cannot listen: %s", exc)
         return 1

@@ -9,13 +9,16 @@ the watcher that reloads when a named value's file or Key Vault secret changes.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import gc
 import logging
+import os
 import signal
 import socket
 import sys
 from collections.abc import Generator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
@@ -23,12 +26,15 @@ import uvicorn
 from aigw.admin import AdminServer
 from aigw.app import Gateway
 from aigw.config.errors import ConfigError
+from aigw.config.loader import LoadedConfig
 from aigw.logs import configure_logging
 from aigw.namedvalues import KeyVaultCache, NamedValueWatcher
 from aigw.namedvalues.keyvault import load_config_fetching
 from aigw.reload import RuntimeHolder
 from aigw.runtime import build_runtime
 from aigw.server.protocol import EdgeLimits, protocol_with_limits
+from aigw.telemetry.operations import OperationsServer
+from aigw.telemetry.prometheus import MetricsDirectory, PrometheusMetrics
 
 log = logging.getLogger("aigw.server")
 
@@ -41,11 +47,13 @@ class GatewayServer(uvicorn.Server):
         drain_delay: float,
         supervised: bool,
         admin: AdminServer | None = None,
+        operations: OperationsServer | None = None,
     ) -> None:
         super().__init__(config)
         self.holder = holder
         self.drain_delay = drain_delay
         self.admin = admin
+        self.operations = operations
         self.watcher = NamedValueWatcher(holder, holder.key_vault)
         # Under the supervisor, Ctrl-C reaches the whole process group; the supervisor turns
         # it into one SIGTERM per worker, so a worker ignores SIGINT (a second one would
@@ -90,11 +98,15 @@ class GatewayServer(uvicorn.Server):
         await super().startup(sockets)  # the runtime (and its subscription store) first
         if self.admin is not None and not self.should_exit:
             await self.admin.start()
+        if self.operations is not None and not self.should_exit:
+            await self.operations.start()
         if not self.should_exit:
             self.watcher.start()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         await self.watcher.close()
+        if self.operations is not None:
+            await self.operations.close()
         if self.admin is not None:
             await self.admin.close()
         await super().shutdown(sockets)
@@ -127,6 +139,45 @@ def _admin_server(
     return AdminServer(holder, admin.host, admin.port, admin_sock)
 
 
+def _operations_server(
+    holder: RuntimeHolder,
+    registry: PrometheusMetrics | None,
+    supervised: bool,
+    sock: socket.socket | None,
+) -> OperationsServer | None:
+    """The operations listener if configured (bound by the supervisor, or now, alone)."""
+    operations = holder.current.config.operations
+    if operations is None or registry is None:
+        return None
+    if sock is None:
+        if supervised:
+            return None
+        try:
+            sock = bind_socket(operations.host, operations.port)
+        except OSError as exc:
+            log.error(
+                "cannot listen for operations on %s:%d: %s", operations.host, operations.port, exc
+            )
+            raise SystemExit(1) from None
+    return OperationsServer(holder, registry, operations.host, operations.port, sock)
+
+
+def _metrics_registry(loaded: LoadedConfig) -> PrometheusMetrics | None:
+    """This process's Prometheus series, in the directory the supervisor made for all
+    workers, or in one of its own (removed at exit). None without an operations listener:
+    nobody could read them."""
+    if loaded.config.operations is None:
+        return None
+    shared = os.environ.get(MetricsDirectory.ENV)
+    if shared:
+        directory = Path(shared)
+    else:
+        own = MetricsDirectory()
+        atexit.register(own.remove)
+        directory = own.path
+    return PrometheusMetrics(directory, loaded.config.metrics.max_series_per_metric)
+
+
 def build_server(
     config_path: str,
     host: str | None,
@@ -135,6 +186,7 @@ def build_server(
     supervised: bool = False,
     admin_sock: socket.socket | None = None,
     key_vault: KeyVaultCache | None = None,
+    operations_sock: socket.socket | None = None,
 ) -> GatewayServer:
     key_vault = key_vault or KeyVaultCache()
     try:
@@ -142,7 +194,8 @@ def build_server(
     except ConfigError as exc:  # checked by `serve` already; Key Vault may have failed since
         print(f"{config_path}: cannot start:\n{exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    runtime = build_runtime(loaded)
+    registry = _metrics_registry(loaded)
+    runtime = build_runtime(loaded, registry)
     settings = loaded.config.gateway
     configure_logging(loaded.secrets)
     limits = settings.limits
@@ -153,7 +206,9 @@ def build_server(
         body_timeout=limits.body_timeout,
         send_timeout=limits.send_timeout,
     )
-    holder = RuntimeHolder(runtime, config_path, one_of_many=supervised, key_vault=key_vault)
+    holder = RuntimeHolder(
+        runtime, config_path, one_of_many=supervised, key_vault=key_vault, metrics=registry
+    )
     uv_config = uvicorn.Config(
         Gateway(holder),
         host=host or settings.host,
@@ -173,7 +228,8 @@ def build_server(
         backlog=4096,
     )
     admin = _admin_server(holder, supervised, admin_sock)
-    return GatewayServer(uv_config, holder, settings.drain_delay, supervised, admin)
+    operations = _operations_server(holder, registry, supervised, operations_sock)
+    return GatewayServer(uv_config, holder, settings.drain_delay, supervised, admin, operations)
 
 
 def tune_garbage_collector() -> None:
@@ -193,12 +249,15 @@ def run_worker(
     sock: socket.socket | None = None,
     admin_sock: socket.socket | None = None,
     key_vault: KeyVaultCache | None = None,
+    operations_sock: socket.socket | None = None,
 ) -> None:
     # A reload signal during start-up must not kill the worker; it reads the file anyway.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     supervised = sock is not None
     if supervised:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    server = build_server(config_path, host, port, sock, supervised, admin_sock, key_vault)
+    server = build_server(
+        config_path, host, port, sock, supervised, admin_sock, key_vault, operations_sock
+    )
     tune_garbage_collector()
     server.run(sockets=[sock] if sock is not None else None)

@@ -21,25 +21,27 @@ from aigw.usage.model import Usage
 
 _CHAT_SHAPED: Final = frozenset({"chat-completions", "completions", "embeddings"})
 
-# Parsing holds the event loop ~10 ms per MB (embeddings answers run to several MB), so a
-# large body's usage is looked for at its end first, where OpenAI and Azure put it.
-LARGE_BODY: Final = 256 << 10
 _TAIL_BYTES: Final = 64 << 10
 # A key `"usage"` right after `{` or `,` is a key, never text inside a string (a quote in a
 # string is escaped). Followed by only scalar members and the body's last `}`, it is a
 # member of the top-level object.
-_USAGE_KEY: Final = re.compile(rb'[{,]\s*"usage"\s*:\s*')
+_USAGE_KEY: Final = re.compile(rb'"usage"\s*:\s*')
+_SPACE: Final = frozenset(b" \t\r\n")
+_OPENERS: Final = frozenset(b"{,")
 _SCALAR: Final = r'(?:"(?:[^"\\]|\\.)*"|null|true|false|-?[0-9][0-9.eE+-]*)'
 _TOP_LEVEL_END: Final = re.compile(r'(?:\s*,\s*"(?:[^"\\]|\\.)*"\s*:\s*' + _SCALAR + r")*\s*\}\s*")
 _DECODER: Final = json.JSONDecoder()
 
 
 def usage_from_bytes(operation: str, body: bytes) -> Usage | None:
-    """`usage_from_body` of a JSON body not yet parsed; None if it is not valid JSON."""
-    if len(body) > LARGE_BODY:
-        found = _usage_at_end(body)
-        if found is not None:
-            return usage_from_body(operation, {"usage": found[0]})
+    """`usage_from_body` of a JSON body not yet parsed; None if it is not valid JSON.
+
+    The usage is looked for at the body's end first, where OpenAI and Azure put it: parsing
+    the whole body costs ~10 ms per MB (embeddings answers run to several MB) and even a
+    small answer's full parse costs more than the rest of the metering."""
+    found = _usage_at_end(body)
+    if found is not None:
+        return usage_from_body(operation, {"usage": found[0]})
     try:
         return usage_from_body(operation, json.loads(body))
     except (ValueError, RecursionError):
@@ -49,11 +51,19 @@ def usage_from_bytes(operation: str, body: bytes) -> Usage | None:
 def _usage_at_end(body: bytes) -> tuple[Any] | None:
     """The top-level `usage` value when it ends the body (or only scalars follow it)."""
     tail = body[-_TAIL_BYTES:]
-    keys = list(_USAGE_KEY.finditer(tail))
-    if not keys:
+    at = tail.rfind(b'"usage"')
+    while at > 0:
+        before = at - 1
+        while before > 0 and tail[before] in _SPACE:
+            before -= 1
+        key = _USAGE_KEY.match(tail, at)
+        if key is not None and tail[before] in _OPENERS:
+            break
+        at = tail.rfind(b'"usage"', 0, at)
+    else:
         return None
     try:
-        text = tail[keys[-1].end() :].decode()
+        text = tail[key.end() :].decode()
         value, end = _DECODER.raw_decode(text)
     except (ValueError, RecursionError):
         return None

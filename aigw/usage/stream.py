@@ -19,6 +19,10 @@ client did not, the event whose payload has `usage` and no `choices` is removed,
 included; every other byte passes unchanged. Only the incomplete event at the end of what was
 fed is held back, never a complete one. Without stripping `feed` returns its input itself.
 
+Cost: a stream that is not being stripped is kept as it is and read only when its usage
+(or text) is asked for, after the client has its answer; a chunk without usage is kept
+unparsed until its text is needed (only when the backend reported no usage).
+
 Memory is bounded: a held-back tail above `MAX_HELD_BYTES` stops stripping for the rest of
 the stream (the bytes pass through), an event above `MAX_EVENT_BYTES` is not parsed, and the
 completion text is kept up to `MAX_COMPLETION_CHARS`. Each is logged once per stream.
@@ -40,6 +44,8 @@ MAX_HELD_BYTES: Final = 1 << 20
 # Large enough for a Responses API `response.completed`, which repeats the whole output.
 MAX_EVENT_BYTES: Final = 8 << 20
 MAX_COMPLETION_CHARS: Final = 4 << 20
+MAX_DEFERRED_BYTES: Final = 16 << 20
+MAX_UNREAD_BYTES: Final = 16 << 20
 
 _LINE_END: Final = re.compile(rb"\r\n|\r|\n")
 _STRIPPABLE: Final = frozenset({"chat-completions", "completions"})
@@ -74,38 +80,73 @@ class StreamUsage:
         self._pending_lf: _LfRoute = "none"
         self._held = bytearray()  # bytes of the incomplete event, when stripping
         self._null_usage = False  # the event being held carries a top-level "usage": null
-        self._text: list[str] = []
+        # Chunks passed on unread (not stripping), and whether the stream ended after them.
+        self._unread: list[bytes] = []
+        self._unread_bytes = 0
+        self._ended = False
+        # Completion text, and chunks not parsed yet (their text is read when asked for).
+        self._text: list[str | bytes] = []
         self._text_chars = 0
+        self._deferred_bytes = 0
         self._logged: set[str] = set()
 
     @property
     def usage(self) -> Usage | None:
         """The last valid usage the backend reported, once seen."""
+        self._catch_up()
         return self._usage
 
     @property
     def done(self) -> bool:
         """The backend ended the stream (`data: [DONE]` or a terminal Responses event)."""
+        self._catch_up()
         return self._done
 
     @property
     def buffered_bytes(self) -> int:
         """Bytes kept for the incomplete event (for diagnostics and tests)."""
+        self._catch_up()
         return len(self._held) + len(self._line) + self._data_bytes
 
     def completion_text(self) -> str:
         """The streamed completion text so far (up to `MAX_COMPLETION_CHARS`)."""
-        if len(self._text) > 1:
-            self._text = ["".join(self._text)]
-        return self._text[0] if self._text else ""
+        self._catch_up()
+        pieces, self._text, self._text_chars = self._text, [], 0
+        for piece in pieces:
+            if isinstance(piece, str):
+                self._add_text(piece)
+            else:  # a chunk kept unparsed
+                self._chunk_text(piece)
+        self._deferred_bytes = 0
+        text = "".join(piece for piece in self._text if isinstance(piece, str))
+        self._text = [text] if text else []
+        return text
+
+    def _chunk_text(self, data: bytes) -> None:
+        try:
+            payload = json.loads(data)
+        except (ValueError, RecursionError):
+            return
+        choices = payload.get("choices") if isinstance(payload, dict) else None
+        for choice in choices if isinstance(choices, list) else ():
+            if isinstance(choice, dict):
+                self._choice_text(choice)
 
     def feed(self, chunk: bytes) -> bytes:
         """Read `chunk`; returns what to send to the client now."""
         if not self._stripping:
-            self._scan(chunk, None)
+            # Nothing to change in passing: kept as it is and read when the usage is asked
+            # for, after the client has its answer (up to a bound, then read as it comes).
+            if self._unread_bytes + len(chunk) <= MAX_UNREAD_BYTES:
+                self._unread.append(chunk)
+                self._unread_bytes += len(chunk)
+            else:
+                self._catch_up()
+                self._read(chunk)
             return chunk
         out = bytearray()
-        self._scan(chunk, out)
+        if not self._whole_events(chunk, out):
+            self._scan(chunk, out)
         if len(self._held) > MAX_HELD_BYTES:
             self._log_once(
                 "an event outgrew %d bytes: usage events are no longer removed", MAX_HELD_BYTES
@@ -121,6 +162,25 @@ class StreamUsage:
         Its data is still read for usage (leniently: the SSE spec would discard it), and a
         usage-only event is removed as it would have been with its blank line.
         """
+        if not self._stripping:
+            self._ended = True  # read with the rest of what is unread
+            return b""
+        return self._flush()
+
+    def _read(self, chunk: bytes) -> None:
+        if not self._whole_events(chunk, None):
+            self._scan(chunk, None)
+
+    def _catch_up(self) -> None:
+        if self._unread:
+            chunks, self._unread, self._unread_bytes = self._unread, [], 0
+            for chunk in chunks:
+                self._read(chunk)
+        if self._ended:
+            self._ended = False
+            self._flush()
+
+    def _flush(self) -> bytes:
         if self._line_seen:
             self._line_done(b"")
         dropped = self._end_event()
@@ -128,6 +188,33 @@ class StreamUsage:
         self._held.clear()
         self._pending_lf = "none"
         return b"" if dropped and self._stripping else held
+
+    def _whole_events(self, chunk: bytes, out: bytearray | None) -> bool:
+        """The common case, read without the line-by-line parser: nothing held from before,
+        and `chunk` is whole events of one `data:` line each, LF-terminated. False (nothing
+        read) for anything else."""
+        if (
+            self._line_seen
+            or self._data
+            or self._held
+            or self._event_type
+            or self._pending_lf != "none"
+            or not chunk.endswith(b"\n\n")
+            or b"\r" in chunk
+        ):
+            return False
+        events = chunk[:-2].split(b"\n\n")
+        for event in events:
+            if not event.startswith(b"data:") or b"\n" in event or len(event) > MAX_EVENT_BYTES:
+                return False
+        for event in events:
+            data = event[6:] if event.startswith(b"data: ") else event[5:]
+            dropped = self._on_data(data, "") if data else False
+            if out is not None and not dropped:
+                out += _without_null_usage(event) if self._null_usage else event
+                out += b"\n\n"
+            self._null_usage = False
+        return True
 
     def _scan(self, chunk: bytes, out: bytearray | None) -> None:
         pos, end = 0, len(chunk)
@@ -213,6 +300,8 @@ class StreamUsage:
         if data == b"[DONE]":
             self._done = True
             return False
+        if self.operation != "responses" and self._text_later(data):
+            return False
         try:
             payload = json.loads(data)
         except (ValueError, RecursionError):
@@ -223,6 +312,20 @@ class StreamUsage:
             self._on_responses_event(payload, event_type)
             return False
         return self._on_chunk(payload)
+
+    def _text_later(self, data: bytes) -> bool:
+        """Keep a chunk without usage unparsed (its text is read only if it has to be
+        counted): parsing every chunk would cost ~10 µs each. False: parse it now."""
+        if b'"usage"' in data:
+            if not data.endswith(_NULL_TAILS) and _NULL_USAGE_AT_END.search(data) is None:
+                return False  # usage, or an unusual layout: read it properly
+            self._null_usage = self._stripping  # `"usage": null` asked for by us: removed
+        if self._deferred_bytes + len(data) > MAX_DEFERRED_BYTES:
+            self._log_once("the completion outgrew %d bytes", MAX_DEFERRED_BYTES)
+            return True
+        self._text.append(data)
+        self._deferred_bytes += len(data)
+        return True
 
     def _on_chunk(self, payload: dict[str, object]) -> bool:
         """Read a Chat Completions / Completions chunk; True if it is usage only."""
@@ -296,8 +399,15 @@ _NULL_USAGE_AT_END = re.compile(
 )
 
 
+# The usual layouts of that member, last in the object (compact and spaced JSON).
+_NULL_TAILS: Final = (b',"usage":null}', b', "usage": null}')
+
+
 def _without_null_usage(event: bytes | bytearray) -> bytes:
     """The event with its top-level `, "usage": null` member removed from its data line,
     where OpenAI-compatible servers put it: last, or followed only by scalar members (OpenAI's
     `"obfuscation"` padding). Left as it is when not found there."""
+    for tail in _NULL_TAILS:
+        if event.endswith(tail):
+            return bytes(event[: -len(tail)]) + b"}"
     return _NULL_USAGE_AT_END.sub(rb"\1", bytes(event), count=1)

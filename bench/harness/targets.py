@@ -120,6 +120,13 @@ TARGETS: Mapping[str, TargetSpec] = {
             soak=True,
         ),
         TargetSpec(
+            "aigw-metered",
+            "aigw",
+            "aigw-bare plus usage ledger (SQLite), Prometheus metrics and llm-emit-token-metric",
+            "configs/metered.yaml",
+            soak=True,
+        ),
+        TargetSpec(
             "aigw-policies", "aigw", "aigw, all core policies", "configs/policies.yaml", soak=True
         ),
         TargetSpec(

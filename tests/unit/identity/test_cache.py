@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 
 import pytest
 
@@ -182,3 +183,27 @@ async def test_acquisition_is_logged_without_the_token(caplog: pytest.LogCapture
     assert record.__dict__["expires_on"].startswith("2026-01-01T01:00:00")
     assert "token-1" not in caplog.text
     assert "token-1" not in repr(await cache.get())
+
+
+class CountedEvents:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, dict[str, str]]] = []
+
+    def event(self, name: str, labels: Mapping[str, str], amount: float = 1.0) -> None:
+        self.seen.append((name, dict(labels)))
+
+
+async def test_acquisitions_and_failures_are_counted_as_metrics() -> None:
+    cache, provider, clock = make(lifetime=3600)
+    events = CountedEvents()
+    cache.events = events
+    await cache.get()
+    provider.fail = "endpoint down"
+    clock.advance(3600)
+    with pytest.raises(TokenUnavailable):
+        await cache.get()
+    kind = provider.kind
+    assert events.seen == [
+        ("identity_token_acquisitions", {"identity": kind, "result": "ok"}),
+        ("identity_token_acquisitions", {"identity": kind, "result": "error"}),
+    ]

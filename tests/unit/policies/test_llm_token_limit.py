@@ -277,12 +277,29 @@ def test_an_unreachable_store_follows_on_store_error(clock: ManualClock, mode: s
     (policy,) = limits({"counter-key": "k", "tokens-per-minute": 100, "on-store-error": mode})
     assert isinstance(policy, TokenLimit)
     policy.store = BrokenStore()  # type: ignore[assignment]
+    ctx = request(clock)
+    ctx.services = EventsOnly()
     if mode == "fail-open":
-        call([policy], request(clock), 10)
-        return
-    error = refusal([policy], request(clock))
-    assert error.status_code == 503 and dict(error.headers)["retry-after"] == "5"
-    assert "127.0.0.1" not in error.message
+        call([policy], ctx, 10)
+    else:
+        error = refusal([policy], ctx)
+        assert error.status_code == 503 and dict(error.headers)["retry-after"] == "5"
+        assert "127.0.0.1" not in error.message
+    # Counted for the operator, whichever way it went.
+    assert ctx.services.telemetry.events == [
+        ("limit_store_errors", {"policy": "llm-token-limit", "mode": mode}, 1.0)
+    ]
+
+
+class EventsOnly:
+    """The runtime's services as far as a store failure needs them: the telemetry hub."""
+
+    def __init__(self) -> None:
+        self.telemetry = self
+        self.events: list[tuple[str, dict[str, str], float]] = []
+
+    def event(self, name: str, labels: dict[str, str], amount: float = 1.0) -> None:
+        self.events.append((name, dict(labels), amount))
 
 
 def test_config_errors() -> None:

@@ -1,0 +1,1 @@
+"""Telemetry of finished requests: the record, the sink interfaces, event names."""

@@ -1,0 +1,137 @@
+"""The operations listener: `/metrics` for Prometheus, `/healthz` and `/readyz` for probes.
+
+It has a listener of its own (config `operations`), so metrics, which name subscriptions and
+products, are never reachable through the API port. Under several workers the supervisor
+binds its socket once and every worker serves it; whichever answers a scrape reads every
+worker's series, so each scrape shows the whole gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from aigw.backends.guarded import GuardedBackend
+from aigw.backends.pool import PoolBackend
+from aigw.reload import RuntimeHolder
+from aigw.telemetry.prometheus import CONTENT_TYPE, PrometheusMetrics
+
+log = logging.getLogger("aigw.operations")
+
+SHUTDOWN_TIMEOUT = 2.0
+# How often each worker writes its backends' breaker state for the others' scrapes.
+PUBLISH_INTERVAL = 1.0
+HOLDER = web.AppKey("holder", RuntimeHolder)
+METRICS = web.AppKey("metrics", PrometheusMetrics)
+
+
+def publish_backend_state(registry: PrometheusMetrics, holder: RuntimeHolder) -> None:
+    """This worker's view of every backend (pool members included) as gauges."""
+    seen: dict[str, GuardedBackend] = {}
+    for backend in holder.current.services.backends.values():
+        members = backend.members if isinstance(backend, PoolBackend) else [backend]
+        for member in members:
+            if isinstance(member, GuardedBackend):
+                seen.setdefault(member.id, member)
+    for backend_id, guarded in seen.items():
+        breaker = guarded.breaker
+        registry.backend_state(
+            backend_id, breaker.state, breaker.in_flight, breaker.requests, breaker.failures
+        )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    publish_backend_state(request.app[METRICS], request.app[HOLDER])
+    # Reading every worker's files takes a few milliseconds: not on the event loop.
+    body = await asyncio.to_thread(request.app[METRICS].render)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "live"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    holder = request.app[HOLDER]
+    if holder.ready:
+        return web.json_response({"status": "ready"})
+    return web.json_response({"status": "not ready", "reason": holder.not_ready_reason}, status=503)
+
+
+@web.middleware
+async def json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        body = {"statusCode": exc.status, "message": exc.reason}
+        return web.json_response(body, status=exc.status)
+
+
+def build_app(holder: RuntimeHolder, registry: PrometheusMetrics) -> web.Application:
+    app = web.Application(middlewares=[json_errors])
+    app[HOLDER] = holder
+    app[METRICS] = registry
+    app.add_routes(
+        [web.get("/metrics", metrics), web.get("/healthz", healthz), web.get("/readyz", readyz)]
+    )
+    return app
+
+
+class OperationsServer:
+    def __init__(
+        self,
+        holder: RuntimeHolder,
+        registry: PrometheusMetrics,
+        host: str,
+        port: int,
+        sock: socket.socket | None = None,
+    ) -> None:
+        self.holder, self.registry = holder, registry
+        self.host, self.port, self.sock = host, port, sock
+        self._runner: web.AppRunner | None = None
+        self._publisher: asyncio.Task[None] | None = None
+
+    async def _publish(self) -> None:
+        while True:
+            await asyncio.sleep(PUBLISH_INTERVAL)
+            try:
+                publish_backend_state(self.registry, self.holder)
+            except Exception:  # never let the publisher die silently and stay stale
+                log.exception("publishing backend state failed")
+
+    async def start(self) -> None:
+        runner = web.AppRunner(
+            build_app(self.holder, self.registry),
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+        )
+        await runner.setup()
+        site: web.BaseSite
+        if self.sock is not None:
+            site = web.SockSite(runner, self.sock)
+        else:
+            site = web.TCPSite(runner, self.host, self.port)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self._publisher = asyncio.get_running_loop().create_task(self._publish())
+        log.info("operations listener (metrics, probes) on %s", site.name)
+
+    async def close(self) -> None:
+        if self._publisher is not None:
+            self._publisher.cancel()
+            await asyncio.gather(self._publisher, return_exceptions=True)
+            self._publisher = None
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()

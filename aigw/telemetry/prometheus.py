@@ -1,0 +1,234 @@
+"""The gateway's Prometheus metrics: what each finished request adds, and `/metrics` text.
+
+One `PrometheusMetrics` per process lives as long as the process (reloads keep it, so
+counters never go back). Its series are in files shared by all worker processes
+(`aigw.telemetry.series`), so any worker's `/metrics` shows the sum over all of them.
+See the README's metrics reference for every name and label.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Final
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from aigw.telemetry.events import DESCRIPTIONS, METRIC_SERIES_DROPPED
+from aigw.telemetry.record import RequestRecord
+from aigw.telemetry.series import Family, Kind, SeriesFiles
+from aigw.usage.model import Usage
+
+LATENCY_BUCKETS: Final = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0
+)  # fmt: skip
+TOKEN_TYPES: Final = ("prompt", "completion", "total", "cached_prompt", "reasoning")
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+# Labels the emit policy adds itself; a dimension may not take these names.
+RESERVED_LABELS: Final = frozenset({"namespace", "token_type", "le", "pid"})
+
+BREAKER_STATES: Final = {"closed": 0, "half-open": 1, "open": 2}
+_REQUEST_LABELS: Final = ("api", "operation", "backend", "status")
+_LABEL_CHARS: Final = re.compile(r"[^a-z0-9]+")
+
+
+def label_name(dimension: str) -> str:
+    """A dimension's Prometheus label: "Subscription ID" → `subscription_id`."""
+    return _LABEL_CHARS.sub("_", dimension.lower()).strip("_")
+
+
+def token_counts(usage: Usage) -> tuple[int, int, int, int, int]:
+    """The counts in TOKEN_TYPES order."""
+    return (
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        usage.total_tokens,
+        usage.cached_tokens,
+        usage.reasoning_tokens,
+    )
+
+
+class PrometheusMetrics:
+    def __init__(self, directory: Path, max_series: int = 2000) -> None:
+        self.directory = directory
+        self.max_series = max_series
+        self._files = SeriesFiles(directory)
+        self._families: dict[tuple[str, tuple[str, ...]], Family] = {}
+        # The emit policies' families, by their dimension names as configured.
+        self._emitted: dict[tuple[str, ...], Family] = {}
+        requests = self._family
+        self._requests = requests("counter", "aigw_requests", "Requests answered", _REQUEST_LABELS)
+        self._duration = requests(
+            "histogram",
+            "aigw_request_duration_seconds",
+            "Time from the request's arrival to the end of its response",
+            _REQUEST_LABELS,
+            buckets=LATENCY_BUCKETS,
+        )
+        self._first_byte = requests(
+            "histogram",
+            "aigw_time_to_first_token_seconds",
+            "Time from the request's arrival to the first byte of the response body "
+            "(for a streamed completion: its first token)",
+            _REQUEST_LABELS,
+            buckets=LATENCY_BUCKETS,
+        )
+        self._rejections = requests(
+            "counter",
+            "aigw_rejections",
+            "Requests ended by an error, by its reason (policy decisions, backend failures)",
+            ("api", "operation", "status", "reason"),
+        )
+        self._shadow = requests(
+            "counter",
+            "aigw_shadow_rejections",
+            "Rejections that policies in shadow mode recorded instead of enforcing",
+            ("api", "operation", "reason"),
+        )
+        self._tokens = requests(
+            "counter",
+            "aigw_request_tokens",
+            "Tokens of model requests, by the model and backend that served them",
+            ("api", "operation", "model", "backend", "source", "token_type"),
+            kept=("token_type", "source"),
+        )
+        self._breaker_state = requests(
+            "gauge",
+            "aigw_backend_breaker_state",
+            "Circuit breaker: 0 closed, 1 half-open, 2 open (the most open any worker sees)",
+            ("backend",),
+        )
+        self._in_flight = requests(
+            "gauge_sum", "aigw_backend_in_flight", "Requests waiting on the backend", ("backend",)
+        )
+        self._backend_requests = requests(
+            "counter", "aigw_backend_requests", "Answers from (or attempts at) the backend",
+            ("backend",),
+        )  # fmt: skip
+        self._backend_failures = requests(
+            "counter",
+            "aigw_backend_failures",
+            "Attempts answered 429 or 5xx, or not at all",
+            ("backend",),
+        )
+
+    def _family(
+        self,
+        kind: Kind,
+        name: str,
+        help_text: str,
+        labelnames: Sequence[str],
+        *,
+        kept: Sequence[str] = (),
+        buckets: Sequence[float] = (),
+    ) -> Family:
+        key = (name, tuple(labelnames))
+        family = self._families.get(key)
+        if family is None:
+            family = self._families[key] = Family(
+                self._files,
+                kind,
+                name,
+                help_text,
+                labelnames,
+                kept=kept,
+                buckets=buckets,
+                max_series=lambda: self.max_series,
+                on_drop=self._dropped,
+            )
+        return family
+
+    def _dropped(self, metric: str) -> None:
+        self.event(METRIC_SERIES_DROPPED, {"metric": metric})
+
+    # MetricsSink
+
+    def request_finished(self, record: RequestRecord) -> None:
+        status = str(record.status)
+        labels = (record.api_id, record.operation_id, record.backend_id or "", status)
+        self._requests.inc(labels)
+        self._duration.observe(labels, record.duration)
+        if record.time_to_first_byte is not None:
+            self._first_byte.observe(labels, record.time_to_first_byte)
+        if record.reason is not None and record.status >= 400:
+            self._rejections.inc((record.api_id, record.operation_id, status, record.reason))
+        for reason in record.shadow_rejections:
+            self._shadow.inc((record.api_id, record.operation_id, reason))
+        usage = record.usage
+        if usage is not None:
+            model = record.model or record.deployment or ""
+            head = (record.api_id, record.operation_id, model, record.backend_id or "")
+            for token_type, count in zip(TOKEN_TYPES, token_counts(usage), strict=True):
+                if count:
+                    self._tokens.inc((*head, usage.source, token_type), count)
+
+    def unrouted(self, status: int, duration: float) -> None:
+        """A request that matched no API (or was refused before routing)."""
+        labels = ("", "", "", str(status))
+        self._requests.inc(labels)
+        self._duration.observe(labels, duration)
+
+    def backend_state(
+        self, backend_id: str, state: str, in_flight: int, requests: int, failures: int
+    ) -> None:
+        """One backend's breaker as this worker sees it (published every second)."""
+        labels = (backend_id,)
+        self._breaker_state.set(labels, BREAKER_STATES.get(state, 0))
+        self._in_flight.set(labels, in_flight)
+        # Counts of this worker's current config: a reload starts them again (a counter
+        # reset, which rate() and increase() handle).
+        self._backend_requests.set(labels, requests)
+        self._backend_failures.set(labels, failures)
+
+    def tokens_emitted(self, namespace: str, dimensions: Mapping[str, str], usage: Usage) -> None:
+        key = tuple(dimensions)
+        family = self._emitted.get(key)
+        if family is None:
+            family = self._emitted[key] = self._family(
+                "counter",
+                "aigw_llm_tokens",
+                "Tokens counted by llm-emit-token-metric policies, by their dimensions",
+                ("namespace", *(label_name(name) for name in key), "token_type"),
+                kept=("namespace", "token_type"),
+            )
+        head = (namespace, *dimensions.values())
+        for token_type, count in zip(TOKEN_TYPES, token_counts(usage), strict=True):
+            family.inc((*head, token_type), count)
+
+    def event(self, name: str, labels: Mapping[str, str], amount: float = 1.0) -> None:
+        family = self._family(
+            "counter", f"aigw_{name}", DESCRIPTIONS.get(name, name), tuple(labels)
+        )
+        family.inc(tuple(labels.values()), amount)
+
+    # Exposition
+
+    def render(self) -> bytes:
+        """The text format, summed over every worker's files (blocking: call in a thread)."""
+        registry = CollectorRegistry(auto_describe=False)
+        MultiProcessCollector(registry, path=str(self.directory))
+        return generate_latest(registry)
+
+    def close(self) -> None:
+        self._files.close()
+
+
+class MetricsDirectory:
+    """The directory the worker processes share: made at start, removed at exit."""
+
+    ENV: Final = "AIGW_METRICS_DIR"
+
+    def __init__(self) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix="aigw-metrics-"))
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def forget_process(self, pid: int) -> None:
+        """A dead worker's gauges describe nothing any more (its counters still count)."""
+        for path in self.path.glob(f"gauge_live*_{pid}-*.db"):
+            path.unlink(missing_ok=True)
