@@ -90,6 +90,7 @@ class RuntimeHolder:
                     return False
                 runtime.keep_counters(self.current)
                 await runtime.start()
+                runtime.keep_ledger(self.current)
             except ConfigError as exc:
                 log.error(
                     "config reload failed; still serving the previous config",

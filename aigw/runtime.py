@@ -62,6 +62,7 @@ class Services:
     api_ids: frozenset[str] = frozenset()
     clock: Clock = SYSTEM_CLOCK
     location: str = "local"
+    request_stream_usage: bool = True  # see UsageConfig
     telemetry: Telemetry = field(default_factory=Telemetry)
     # The usage ledger's writer (its store answers usage reports), when the ledger is on.
     ledger: LedgerWriter | None = None
@@ -105,7 +106,20 @@ class Runtime:
         if stores and earlier:
             stores[0].adopt(earlier[0])
 
+    def keep_ledger(self, previous: Runtime) -> None:
+        """Take over `previous`'s unwritten usage records when both write the same ledger
+        (a reload): during a database outage they would otherwise be lost."""
+        from aigw.ledger.writer import ledger_url
+
+        old, new = previous.services.ledger, self.services.ledger
+        same = ledger_url(previous.config) == ledger_url(self.config)
+        if old is not None and new is not None and same:
+            old.hand_over_to(new)
+
     async def start(self) -> None:
+        prometheus = self.services.telemetry.prometheus
+        if prometheus is not None:  # process-wide: set by the runtime that takes over
+            prometheus.max_series = self.config.metrics.max_series_per_metric
         await self.services.subscriptions.start()
         for backend in self.services.backends.values():
             await backend.start()
@@ -316,6 +330,19 @@ def build_runtime(loaded: LoadedConfig, metrics: PrometheusMetrics | None = None
     issues.raise_if_any(loaded.secrets)
     assert store is not None  # a refused URL is an issue, raised just above
     directory = SubscriptionDirectory(store, config.store.refresh_interval, index)
+    return _assemble(loaded, build, Router(routes), directory, products, metrics)
+
+
+def _assemble(
+    loaded: LoadedConfig,
+    build: BuildContext,
+    router: Router,
+    directory: SubscriptionDirectory,
+    products: dict[str, ProductEntry],
+    metrics: PrometheusMetrics | None,
+) -> Runtime:
+    """The live parts around the compiled routes: backends, telemetry, services."""
+    config = loaded.config
     sync = _breaker_sync(config)
     backends = build_backends(config.backends, SYSTEM_CLOCK, sync, config.identity, build.shared)
     telemetry, telemetry_resources = _telemetry(loaded, build, metrics)
@@ -326,12 +353,13 @@ def build_runtime(loaded: LoadedConfig, metrics: PrometheusMetrics | None = None
         products=products,
         api_ids=frozenset(config.apis),
         location=config.gateway.location,
+        request_stream_usage=config.usage.request_stream_usage,
         telemetry=telemetry,
         ledger=telemetry.ledger,
     )
     return Runtime(
         loaded=loaded,
-        router=Router(routes),
+        router=router,
         services=services,
         resources=list(build.resources.values())
         + ([sync] if sync is not None else [])
@@ -349,8 +377,6 @@ def _telemetry(
     from aigw.policies.limit_support import lazy_token_counter
 
     config = loaded.config
-    if metrics is not None:
-        metrics.max_series = config.metrics.max_series_per_metric
     otlp = None
     if config.otlp is not None:
         from aigw.telemetry.otlp import OtlpExporter

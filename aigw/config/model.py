@@ -472,6 +472,10 @@ class UsageConfig(Strict):
     # ~65 MB: by default that happens the first time it is needed; true loads it at start,
     # before the gateway reports ready (token limits always do).
     preload_tokenizer: bool = False
+    # Ask backends for usage in streams the client did not ask it for
+    # (`stream_options.include_usage`; the extra event is taken out again). false: such
+    # streams are counted by the gateway instead, for backends that refuse the option.
+    request_stream_usage: bool = True
     # By model or deployment name, as requests name them (see README: Prices).
     prices: dict[Annotated[str, Field(min_length=1, max_length=200)], PriceConfig] = {}
 

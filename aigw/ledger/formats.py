@@ -49,13 +49,23 @@ def to_csv(report: Report) -> str:
         measures = _measures(row)
         writer.writerow(
             [
-                *("" if key is None else key for key in row.keys),
+                *(_cell(key) for key in row.keys),
                 row.currency or "",
                 *(measures[name] for name in COUNTS),
                 measures["cost"] or "",
             ]
         )
     return out.getvalue()
+
+
+def _cell(key: object) -> object:
+    """A group key for a spreadsheet. Keys can come from callers (a model name): one that
+    starts like a formula is prefixed with `'`, so a spreadsheet shows it as text."""
+    if key is None:
+        return ""
+    if isinstance(key, str) and key.startswith(("=", "+", "-", "@", "\t", "\r")):
+        return "'" + key
+    return key
 
 
 def to_table(report: Report) -> str:

@@ -58,8 +58,10 @@ class PriceTable:
         return len(self._prices)
 
     def price_for(self, record: RequestRecord) -> Price | None:
-        """The model's price, else the deployment's (Azure names deployments, not models)."""
-        for name in (record.model, record.deployment):
+        """The deployment's price, else the model's. An Azure OpenAI deployment decides
+        which model answers, whatever the body's `model` says, so a caller cannot pick a
+        cheaper price by naming another model."""
+        for name in (record.deployment, record.model):
             if name is not None and name in self._prices:
                 return self._prices[name]
         return None

@@ -21,6 +21,7 @@ from typing import Protocol
 from aigw.config.model import GatewayConfig
 from aigw.ledger.prices import PriceTable
 from aigw.ledger.rows import LedgerRow, belongs_in_ledger, ledger_row
+from aigw.ledger.schema import LedgerUnavailable
 from aigw.ledger.store import LedgerStore, open_ledger_store
 from aigw.telemetry.events import LEDGER_DROPPED_RECORDS, LEDGER_WRITTEN_RECORDS
 from aigw.telemetry.record import RequestRecord
@@ -100,6 +101,7 @@ class LedgerWriter:
         self._retry_delay = 0.0
         self._failing = False
         self._closed = False
+        self._successor: LedgerWriter | None = None
         self._dropped_unreported = 0
         self._last_drop_warning = float("-inf")
         self._last_failure_warning = float("-inf")
@@ -135,18 +137,26 @@ class LedgerWriter:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="aigw-ledger-writer")
 
+    def hand_over_to(self, successor: LedgerWriter) -> None:
+        """At a reload to a config with the same ledger: what is still buffered when this
+        writer closes goes to `successor` instead (during an outage it would be lost)."""
+        self._successor = successor
+
     async def close(self) -> None:
         """Write everything buffered, waiting up to `shutdown_timeout` for the database;
-        what is still unwritten then is logged and counted as lost."""
+        what is still unwritten then is logged and counted as lost. With a successor, the
+        buffer goes to it instead."""
         self._closed = True
-        self._stop.set()
-        self._wake.set()
-        task, self._task = self._task, None
+        successor, self._successor = self._successor, None
+        if successor is not None and not successor._closed:
+            await self._stop_task()
+            while self._buffer:
+                successor._add(self._buffer.popleft())
+            with contextlib.suppress(Exception):
+                await self.store.close()
+            return
         deadline = self._clock() + self._shutdown_timeout
-        if task is not None:
-            # On time-out the task is cancelled mid-write: its batch goes back to the buffer.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(task, self._shutdown_timeout)
+        await self._stop_task()
         while self._buffer and self._clock() < deadline:
             written = await self._write_next(within=max(deadline - self._clock(), 0.01))
             if not written and self._buffer:
@@ -159,6 +169,15 @@ class LedgerWriter:
         self._report_drops(force=True)
         with contextlib.suppress(Exception):
             await self.store.close()
+
+    async def _stop_task(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        task, self._task = self._task, None
+        if task is not None:
+            # On time-out the task is cancelled mid-write: its batch goes back to the buffer.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(task, self._shutdown_timeout)
 
     # -- the background task -------------------------------------------------------------
 
@@ -192,24 +211,52 @@ class LedgerWriter:
         """Write the oldest batch; False (with the batch back in the buffer) if that failed."""
         batch = [self._buffer.popleft() for _ in range(min(self._batch_size, len(self._buffer)))]
         self._in_flight = len(batch)
+        written: int | None = len(batch)
         try:
             await asyncio.wait_for(self._write(batch), within)
         except asyncio.CancelledError:
             self._give_back(batch)
             raise
-        except Exception as exc:
+        except LedgerUnavailable as exc:  # an outage: the whole batch waits for the retry
             self._give_back(batch)
             self._warn_failure(exc)
             return False
+        except Exception as exc:  # the database refused a row: never let it block the rest
+            log.warning("usage ledger: a batch was refused (%s); writing it row by row", exc)
+            written = await self._write_one_by_one(batch)
         finally:
             self._in_flight = 0
-        # The whole batch is stored now: rows an earlier, unclear attempt committed count
-        # here (the store skipped them), once.
-        self._count(LEDGER_WRITTEN_RECORDS, {}, len(batch))
+        if written is None:
+            return False
+        # Stored now: rows an earlier, unclear attempt committed count here (the store
+        # skipped them), once.
+        self._count(LEDGER_WRITTEN_RECORDS, {}, written)
         if self._failing:
             self._failing = False
             log.info("usage ledger: writing again (%d record(s) waiting)", len(self._buffer))
         return True
+
+    async def _write_one_by_one(self, batch: list[LedgerRow]) -> int | None:
+        """Write a refused batch row by row; a row refused alone is dropped (`invalid`).
+        The rows written, or None after an outage (the rest is back in the buffer)."""
+        written = 0
+        for index, row in enumerate(batch):
+            try:
+                await self._write([row])
+            except LedgerUnavailable as exc:
+                self._give_back(batch[index:])
+                self._warn_failure(exc)
+                return None
+            except Exception as exc:
+                log.error(
+                    "usage ledger: record %s refused by the database, dropped: %s",
+                    row.request_id,
+                    exc if str(exc) else type(exc).__name__,
+                )
+                self._count(LEDGER_DROPPED_RECORDS, {"reason": "invalid"}, 1)
+            else:
+                written += 1
+        return written
 
     async def _write(self, batch: list[LedgerRow]) -> None:
         await self.store.open()  # does nothing once open; after an outage it reconnects

@@ -25,7 +25,7 @@ from aigw.policies.base import Policy, PolicyConfig
 from aigw.policies.limit_support import lazy_token_counter
 from aigw.policies.registry import register
 from aigw.policies.values import text_of
-from aigw.telemetry.prometheus import RESERVED_LABELS, label_name
+from aigw.telemetry.labels import RESERVED_LABELS, label_name
 from aigw.usage.meter import meter_for
 
 if TYPE_CHECKING:

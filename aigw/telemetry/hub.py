@@ -87,8 +87,14 @@ class Telemetry:
 
     def tokens_emitted(self, namespace: str, dimensions: Mapping[str, str], usage: Usage) -> None:
         for sink in self._metrics:
-            sink.tokens_emitted(namespace, dimensions, usage)
+            try:
+                sink.tokens_emitted(namespace, dimensions, usage)
+            except Exception:
+                log.exception("telemetry sink %s failed", type(sink).__name__)
 
     def event(self, name: str, labels: Mapping[str, str], amount: float = 1.0) -> None:
         for sink in self._metrics:
-            sink.event(name, labels, amount)
+            try:
+                sink.event(name, labels, amount)
+            except Exception:  # counting an event must never change what the caller does
+                log.exception("telemetry sink %s failed", type(sink).__name__)

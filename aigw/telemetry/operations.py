@@ -29,10 +29,14 @@ HOLDER = web.AppKey("holder", RuntimeHolder)
 METRICS = web.AppKey("metrics", PrometheusMetrics)
 
 
-def publish_backend_state(registry: PrometheusMetrics, holder: RuntimeHolder) -> None:
-    """This worker's view of every backend (pool members included) as gauges."""
+def publish_state(registry: PrometheusMetrics, holder: RuntimeHolder) -> None:
+    """This worker's view of every backend (pool members included), and its ledger buffer,
+    as gauges."""
+    services = holder.current.services
+    if services.ledger is not None:
+        registry.ledger_buffered(services.ledger.buffered)
     seen: dict[str, GuardedBackend] = {}
-    for backend in holder.current.services.backends.values():
+    for backend in services.backends.values():
         members = backend.members if isinstance(backend, PoolBackend) else [backend]
         for member in members:
             if isinstance(member, GuardedBackend):
@@ -45,7 +49,7 @@ def publish_backend_state(registry: PrometheusMetrics, holder: RuntimeHolder) ->
 
 
 async def metrics(request: web.Request) -> web.Response:
-    publish_backend_state(request.app[METRICS], request.app[HOLDER])
+    publish_state(request.app[METRICS], request.app[HOLDER])
     # Reading every worker's files takes a few milliseconds: not on the event loop.
     body = await asyncio.to_thread(request.app[METRICS].render)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
@@ -101,7 +105,7 @@ class OperationsServer:
         while True:
             await asyncio.sleep(PUBLISH_INTERVAL)
             try:
-                publish_backend_state(self.registry, self.holder)
+                publish_state(self.registry, self.holder)
             except Exception:  # never let the publisher die silently and stay stale
                 log.exception("publishing backend state failed")
 

@@ -13,6 +13,7 @@ import threading
 import time
 from bisect import bisect_left
 from collections.abc import Sequence
+from typing import Any
 
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
@@ -155,24 +156,35 @@ class MetricStore:
     def collect(self) -> MetricsData | None:
         """Every series so far (cumulative since the store was made); None before any."""
         now = time.time_ns()
-        with self.lock:
-            metrics = [self._sum(c, now) for c in self._counters if c.values]
-            metrics += [self._histogram(h, now) for h in self._histograms if h.series]
+        with self.lock:  # only copy the numbers here: requests wait for this lock
+            sums = [(c, [(a, cell[0]) for a, cell in c.values.items()]) for c in self._counters]
+            histograms = [
+                (
+                    h,
+                    [
+                        (a, p.count, p.sum, list(p.buckets), p.min, p.max)
+                        for a, p in h.series.items()
+                    ],
+                )
+                for h in self._histograms
+            ]
+        metrics = [self._sum(c, values, now) for c, values in sums if values]
+        metrics += [self._histogram(h, series, now) for h, series in histograms if series]
         if not metrics:
             return None
         scope = ScopeMetrics(scope=self._scope, metrics=metrics, schema_url="")
         resource = ResourceMetrics(resource=self._resource, scope_metrics=[scope], schema_url="")
         return MetricsData(resource_metrics=[resource])
 
-    def _sum(self, counter: Counter, now: int) -> Metric:
+    def _sum(self, counter: Counter, values: list[tuple[Any, float]], now: int) -> Metric:
         points = [
             NumberDataPoint(
                 attributes=attributes(attrs),
                 start_time_unix_nano=self._start_ns,
                 time_unix_nano=now,
-                value=cell[0],
+                value=value,
             )
-            for attrs, cell in counter.values.items()
+            for attrs, value in values
         ]
         data = Sum(
             data_points=points,
@@ -181,20 +193,25 @@ class MetricStore:
         )
         return Metric(counter.name, counter.description, counter.unit, data)
 
-    def _histogram(self, histogram: BucketHistogram, now: int) -> Metric:
+    def _histogram(
+        self,
+        histogram: BucketHistogram,
+        series: list[tuple[Any, int, float, list[int], float, float]],
+        now: int,
+    ) -> Metric:
         points = [
             HistogramDataPoint(
                 attributes=attributes(attrs),
                 start_time_unix_nano=self._start_ns,
                 time_unix_nano=now,
-                count=p.count,
-                sum=p.sum,
-                bucket_counts=list(p.buckets),
+                count=count,
+                sum=total,
+                bucket_counts=buckets,
                 explicit_bounds=histogram.bounds,
-                min=p.min,
-                max=p.max,
+                min=low,
+                max=high,
             )
-            for attrs, p in histogram.series.items()
+            for attrs, count, total, buckets, low, high in series
         ]
         data = Histogram(
             data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE

@@ -8,7 +8,6 @@ See the README's metrics reference for every name and label.
 
 from __future__ import annotations
 
-import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -19,6 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from aigw.telemetry.events import DESCRIPTIONS, METRIC_SERIES_DROPPED
+from aigw.telemetry.labels import label_name
 from aigw.telemetry.record import RequestRecord
 from aigw.telemetry.series import Family, Kind, SeriesFiles
 from aigw.usage.model import Usage
@@ -28,17 +28,9 @@ LATENCY_BUCKETS: Final = (
 )  # fmt: skip
 TOKEN_TYPES: Final = ("prompt", "completion", "total", "cached_prompt", "reasoning")
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
-# Labels the emit policy adds itself; a dimension may not take these names.
-RESERVED_LABELS: Final = frozenset({"namespace", "token_type", "le", "pid"})
 
 BREAKER_STATES: Final = {"closed": 0, "half-open": 1, "open": 2}
 _REQUEST_LABELS: Final = ("api", "operation", "backend", "status")
-_LABEL_CHARS: Final = re.compile(r"[^a-z0-9]+")
-
-
-def label_name(dimension: str) -> str:
-    """A dimension's Prometheus label: "Subscription ID" → `subscription_id`."""
-    return _LABEL_CHARS.sub("_", dimension.lower()).strip("_")
 
 
 def token_counts(usage: Usage) -> tuple[int, int, int, int, int]:
@@ -109,6 +101,12 @@ class PrometheusMetrics:
             "counter", "aigw_backend_requests", "Answers from (or attempts at) the backend",
             ("backend",),
         )  # fmt: skip
+        self._ledger_buffered = requests(
+            "gauge_sum",
+            "aigw_ledger_buffered_records",
+            "Usage ledger rows waiting to be written, all workers",
+            (),
+        )
         self._backend_failures = requests(
             "counter",
             "aigw_backend_failures",
@@ -183,6 +181,10 @@ class PrometheusMetrics:
         # reset, which rate() and increase() handle).
         self._backend_requests.set(labels, requests)
         self._backend_failures.set(labels, failures)
+
+    def ledger_buffered(self, rows: int) -> None:
+        """Usage ledger rows this worker holds, not yet written (published every second)."""
+        self._ledger_buffered.set((), rows)
 
     def tokens_emitted(self, namespace: str, dimensions: Mapping[str, str], usage: Usage) -> None:
         key = tuple(dimensions)

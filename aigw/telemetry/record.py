@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from aigw.usage.model import Usage
 
@@ -58,6 +58,17 @@ class RequestRecord:
     steps: tuple[StepTiming, ...] = ()
 
 
+MAX_TEXT: Final = 128
+
+
+def caller_text(value: str | None) -> str | None:
+    """Text a caller chose (model, deployment, user): cut to `MAX_TEXT` characters and free
+    of NUL, which PostgreSQL refuses, so it can label metrics and fill ledger columns."""
+    if value is None or (len(value) <= MAX_TEXT and "\x00" not in value):
+        return value
+    return value[:MAX_TEXT].replace("\x00", "")
+
+
 def record_of(
     ctx: RequestContext,
     *,
@@ -79,9 +90,9 @@ def record_of(
         operation_id=ctx.operation.id,
         subscription_id=ctx.subscription.id if ctx.subscription is not None else None,
         product_id=ctx.product.id if ctx.product is not None else None,
-        user_id=ctx.user.id if ctx.user is not None else None,
-        deployment=ctx.deployment_id,
-        model=ctx.model,
+        user_id=caller_text(ctx.user.id) if ctx.user is not None else None,
+        deployment=caller_text(ctx.deployment_id),
+        model=caller_text(ctx.model),
         backend_id=ctx.backend_id,
         client_ip=ctx.request.client_ip,
         status=status,

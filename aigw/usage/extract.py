@@ -21,6 +21,7 @@ from aigw.usage.model import Usage
 
 _CHAT_SHAPED: Final = frozenset({"chat-completions", "completions", "embeddings"})
 
+MAX_COUNT: Final = 2**53
 _TAIL_BYTES: Final = 64 << 10
 # A key `"usage"` right after `{` or `,` is a key, never text inside a string (a quote in a
 # string is escaped). Followed by only scalar members and the body's last `}`, it is a
@@ -34,11 +35,13 @@ _DECODER: Final = json.JSONDecoder()
 
 
 def usage_from_bytes(operation: str, body: bytes) -> Usage | None:
-    """`usage_from_body` of a JSON body not yet parsed; None if it is not valid JSON.
+    """`usage_from_body` of a JSON body not yet parsed.
 
     The usage is looked for at the body's end first, where OpenAI and Azure put it: parsing
     the whole body costs ~10 ms per MB (embeddings answers run to several MB) and even a
-    small answer's full parse costs more than the rest of the metering."""
+    small answer's full parse costs more than the rest of the metering. A top-level `usage`
+    found there is taken without checking the rest of the body; otherwise the body is
+    parsed whole, and None means it is not valid JSON (or has no valid usage)."""
     found = _usage_at_end(body)
     if found is not None:
         return usage_from_body(operation, {"usage": found[0]})
@@ -125,7 +128,8 @@ def _usage(
 
 def _count(value: object) -> int | None:
     # `type(...) is int`: True and False are ints to isinstance, never token counts.
-    return value if type(value) is int and value >= 0 else None
+    # Bounded: a count beyond any real request would overflow a BIGINT column downstream.
+    return value if type(value) is int and 0 <= value < MAX_COUNT else None
 
 
 def _detail(details: object, key: str) -> int | None:

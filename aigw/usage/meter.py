@@ -49,7 +49,8 @@ class UsageMeter:
         # Usage is read from the answer, which a compressed answer would hide (clients such
         # as the OpenAI SDKs accept gzip, and the backend's bytes are relayed as they are).
         ctx.request.headers.set("accept-encoding", "identity")
-        if self.streaming and self.operation in _STREAM_USAGE_OPERATIONS:
+        asking = getattr(ctx.services, "request_stream_usage", True)
+        if asking and self.streaming and self.operation in _STREAM_USAGE_OPERATIONS:
             self._ask_for_stream_usage(ctx)
 
     def _ask_for_stream_usage(self, ctx: RequestContext) -> None:

@@ -44,8 +44,10 @@ MAX_HELD_BYTES: Final = 1 << 20
 # Large enough for a Responses API `response.completed`, which repeats the whole output.
 MAX_EVENT_BYTES: Final = 8 << 20
 MAX_COMPLETION_CHARS: Final = 4 << 20
-MAX_DEFERRED_BYTES: Final = 16 << 20
-MAX_UNREAD_BYTES: Final = 16 << 20
+# Raw bytes kept per stream to read later (chunks not parsed yet, a stream not read yet);
+# beyond them, chunks are read as they come.
+MAX_DEFERRED_BYTES: Final = 1 << 20
+MAX_UNREAD_BYTES: Final = 1 << 20
 
 _LINE_END: Final = re.compile(rb"\r\n|\r|\n")
 _STRIPPABLE: Final = frozenset({"chat-completions", "completions"})
@@ -321,8 +323,7 @@ class StreamUsage:
                 return False  # usage, or an unusual layout: read it properly
             self._null_usage = self._stripping  # `"usage": null` asked for by us: removed
         if self._deferred_bytes + len(data) > MAX_DEFERRED_BYTES:
-            self._log_once("the completion outgrew %d bytes", MAX_DEFERRED_BYTES)
-            return True
+            return False  # enough kept unparsed: read this one now, keeping only its text
         self._text.append(data)
         self._deferred_bytes += len(data)
         return True

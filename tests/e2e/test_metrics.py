@@ -232,6 +232,22 @@ def test_rejections_and_requests_are_counted(gateway: Gateway, operations_port: 
     assert emitted(samples, "limited", "total") == 60
 
 
+def test_the_ledger_s_progress_is_visible(client: openai.OpenAI, operations_port: int) -> None:
+    client.chat.completions.create(
+        model="gpt-4o", messages=HELLO, extra_headers={"x-usage": "2,1", "x-team": "ledger"}
+    )
+
+    def written() -> bool:
+        samples = scrape(operations_port)
+        return (
+            total(samples, "aigw_ledger_written_records_total") >= 1
+            and total(samples, "aigw_ledger_buffered_records") == 0
+        )
+
+    # Rows are written every second (the default flush interval) and the gauge follows.
+    assert wait_until(written, timeout=10)
+
+
 def test_operations_listener_serves_probes_and_json_errors(operations_port: int) -> None:
     base = f"http://127.0.0.1:{operations_port}"
     assert httpx.get(base + "/healthz", timeout=5).json() == {"status": "live"}

@@ -223,3 +223,35 @@ def test_several_workers_write_one_ledger(tmp_path: Path, backend: FixedChatBack
             "SELECT COUNT(*), SUM(total_tokens) FROM usage_records"
         ).fetchone()
     assert (count, tokens) == (30, 150)
+
+
+def test_backends_that_refuse_stream_options_are_not_asked(
+    tmp_path: Path, backend: FixedChatBackend
+) -> None:
+    settings = config(backend.url, "sqlite:usage.db")
+    settings["usage"]["request-stream-usage"] = False
+    gateway = Gateway(tmp_path, settings)
+    marker = uuid.uuid4().hex
+    try:
+        with openai.OpenAI(base_url=gateway.url + "/chat/v1", api_key="x", max_retries=0) as sdk:
+            chunks = list(
+                sdk.chat.completions.create(
+                    model="gpt-4o",
+                    messages=HELLO,
+                    stream=True,
+                    extra_headers={"x-usage": "20,7", "x-request-id": marker},
+                )
+            )
+        assert chunks
+    finally:
+        assert gateway.stop() == 0
+    sent = [seen for seen in backend.requests if seen.headers.get("x-request-id") == marker]
+    assert len(sent) == 1 and "stream_options" not in sent[0].body
+    with sqlite3.connect(tmp_path / "usage.db") as conn:
+        source, prompt, completion = conn.execute(
+            "SELECT usage_source, prompt_tokens, completion_tokens FROM usage_records"
+            " WHERE client_request_id = ?",
+            (marker,),
+        ).fetchone()
+    # Counted by the gateway: the prompt with the tokenizer, the streamed text " t0" … " t6".
+    assert source == "counted" and prompt > 0 and completion == 14

@@ -58,16 +58,19 @@ def test_inconsistent_counts_never_cost_negative() -> None:
     assert cost_nanos(odd, price("1", "1", cached="0.5")) == 5_000  # 10 cached tokens at 0.5
 
 
-def test_lookup_by_model_then_deployment() -> None:
+def test_lookup_by_deployment_then_model() -> None:
     table = PriceTable(
         {
             "gpt-4o": PriceConfig(input=Decimal(1)),
             "my-deployment": PriceConfig(input=Decimal(2), currency="EUR"),
         }
     )
-    assert table.price_for(record(model="gpt-4o", deployment="my-deployment")) == price("1")
-    found = table.price_for(record(model="unknown", deployment="my-deployment"))
+    # The deployment decides the model that answers: naming a cheaper model in the body
+    # changes nothing.
+    found = table.price_for(record(model="gpt-4o", deployment="my-deployment"))
     assert found is not None and found.currency == "EUR"
+    assert table.price_for(record(model="gpt-4o", deployment="unpriced")) == price("1")
+    assert table.price_for(record(model="gpt-4o", deployment=None)) == price("1")
     assert table.price_for(record(model=None, deployment=None)) is None
     assert table.price_for(record(model="other", deployment="other")) is None
 

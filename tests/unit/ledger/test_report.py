@@ -334,3 +334,19 @@ def test_table_of_nothing() -> None:
     assert "(no requests)" in text and text.splitlines()[-1].split()[0] == "TOTAL"
     ungrouped = to_table(report.Report(parse_spec("2026-11-27", "2026-11-28"), [], []))
     assert "(no requests)" not in ungrouped and ungrouped.splitlines()[-1].split()[0] == "-"
+
+
+def test_csv_keys_that_look_like_formulas_stay_text() -> None:
+    spec = parse_spec("2026-11-27", "2026-11-28", ["model"])
+    rows = [
+        Aggregate((key,), None, 1, 0, 1, 1, 0, 0, 2, None)
+        for key in ("=HYPERLINK(1)", "+1", "-2", "@SUM(A1)", "gpt-4o")
+    ]
+    parsed = list(csv.reader(io.StringIO(to_csv(report.Report(spec, rows, [])))))
+    assert [line[0] for line in parsed[1:]] == [
+        "'=HYPERLINK(1)",
+        "'+1",
+        "'-2",
+        "'@SUM(A1)",
+        "gpt-4o",
+    ]

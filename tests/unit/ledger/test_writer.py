@@ -26,6 +26,7 @@ from aigw.ledger.sqlite_store import SqliteLedgerStore
 from aigw.ledger.store import LedgerStore, LedgerUnavailable
 from aigw.ledger.writer import WARN_INTERVAL, LedgerWriter
 from aigw.telemetry.events import LEDGER_DROPPED_RECORDS, LEDGER_WRITTEN_RECORDS
+from aigw.usage.model import Usage
 from tests.unit.ledger.conftest import Database
 from tests.unit.ledger.records import record
 from tests.unit.ledger.tcp_proxy import TcpProxy
@@ -339,3 +340,43 @@ async def test_failed_batch_returns_to_the_front_dropping_its_oldest_when_full()
 def test_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="batch_size"):
         writer_for(Stalled(), batch_size=0)
+
+
+async def test_a_row_the_database_refuses_is_dropped_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLite cannot store an integer above 2**63: that row must not hold up the others."""
+    path = tmp_path / "ledger.db"
+    events = Events()
+    writer = writer_for(SqliteLedgerStore(path), events, batch_size=10, flush_interval=60)
+    await writer.start()
+    writer.request_finished(record(request_id="good-1"))
+    writer.request_finished(record(request_id="refused", usage=Usage(2**64, 0, 2**64)))
+    writer.request_finished(record(request_id="good-2"))
+    await writer.close()
+    assert stored_ids(path) == ["good-1", "good-2"]
+    assert events.total(LEDGER_DROPPED_RECORDS, reason="invalid") == 1
+    assert events.total(LEDGER_WRITTEN_RECORDS) == 2
+    assert any("refused" in r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+
+
+async def test_a_reload_during_an_outage_hands_the_buffer_to_the_new_writer(
+    tmp_path: Path,
+) -> None:
+    db = Blockable(tmp_path)
+    db.block()
+    old_events, new_events = Events(), Events()
+    old = writer_for(db.store, old_events, flush_interval=0.05, shutdown_timeout=0.3)
+    new = writer_for(SqliteLedgerStore(db.path), new_events, flush_interval=0.05)
+    await old.start()
+    await new.start()
+    for n in range(5):
+        old.request_finished(record(request_id=f"before-reload-{n}"))
+    old.hand_over_to(new)
+    await old.close()  # the database is still down: nothing is lost, the new writer has it
+    assert old_events.total(LEDGER_DROPPED_RECORDS, reason="shutdown") == 0
+    assert new.buffered == 5
+    db.clear()
+    await until(lambda: new.buffered == 0)
+    assert stored_ids(db.path) == [f"before-reload-{n}" for n in range(5)]
+    await new.close()

@@ -218,3 +218,12 @@ def test_backend_state_shows_the_most_open_breaker_and_all_in_flight(directory: 
     text = second.render()
     assert value(text, "aigw_backend_breaker_state", backend="ptu") == 0
     assert value(text, "aigw_backend_in_flight", backend="ptu") == 2
+
+
+def test_text_a_caller_chose_is_bounded_and_free_of_nul() -> None:
+    from aigw.telemetry.record import MAX_TEXT, caller_text
+
+    assert caller_text("gpt-4o") == "gpt-4o"
+    assert caller_text(None) is None
+    assert caller_text("a\x00b") == "ab"
+    assert caller_text("m" * 10_000) == "m" * MAX_TEXT
