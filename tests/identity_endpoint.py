@@ -4,6 +4,11 @@
   `GET {IDENTITY_ENDPOINT}?api-version=2019-08-01&resource=…[&client_id=…]` with the
   `X-IDENTITY-HEADER` secret, answering `{"access_token", "expires_on", "resource",
   "token_type"}` (`expires_on` in Unix seconds);
+- the Azure Instance Metadata Service (IMDS) as azure-identity calls it when
+  `AZURE_POD_IDENTITY_AUTHORITY_HOST` points at this server: `GET /metadata/identity/oauth2/
+  token?api-version=2018-02-01&resource=…[&client_id=…]` with `Metadata: true` (else 400, as
+  IMDS does), answering `{"access_token", "client_id", "expires_in", "expires_on",
+  "ext_expires_in", "not_before", "resource", "token_type"}` (numbers as strings, as IMDS);
 - an OAuth 2.0 token endpoint (`POST /{tenant}/oauth2/v2.0/token`, or any path ending in
   `/token`) for workload identity and client credentials, answering
   `{"access_token", "expires_in", "token_type"}`; optionally over TLS with a `trustme` CA.
@@ -25,11 +30,29 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 IDENTITY_HEADER = "test-identity-header-secret"
+IMDS_TOKEN_PATH = "/metadata/identity/oauth2/token"
+# What azure-identity's managed identity looks at before choosing IMDS: all unset (empty),
+# so the IMDS tests are not diverted by the machine's (or another test's) environment.
+OTHER_MANAGED_IDENTITY_VARS = (
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+    "IDENTITY_SERVER_THUMBPRINT",
+    "IMDS_ENDPOINT",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
+    "AZURE_FEDERATED_TOKEN_FILE",
+)
+
+
+def imds_env(server_url: str) -> dict[str, str]:
+    """Environment for a process whose managed identity is IMDS at `server_url`."""
+    env = dict.fromkeys(OTHER_MANAGED_IDENTITY_VARS, "")
+    return {**env, "AZURE_POD_IDENTITY_AUTHORITY_HOST": server_url}
 
 
 @dataclass
 class Call:
-    kind: str  # "msi" or "oauth"
+    kind: str  # "msi" (App Service), "imds" or "oauth"
     resource: str  # the resource (MSI) or the scope (OAuth)
     client_id: str | None
     params: dict[str, str]
@@ -61,6 +84,18 @@ class IdentityEndpoint:
             expires_on = str(int(time.time() + lifetime))
             body = {"access_token": token, "expires_on": expires_on, "token_type": "Bearer"}
             return 200, {**body, "resource": call.resource}
+        if call.kind == "imds":
+            now = int(time.time())
+            return 200, {
+                "access_token": token,
+                "client_id": call.client_id or "system-assigned-client-id",
+                "expires_in": str(int(lifetime)),
+                "expires_on": str(now + int(lifetime)),
+                "ext_expires_in": str(int(lifetime)),
+                "not_before": str(now),
+                "resource": call.resource,
+                "token_type": "Bearer",
+            }
         return 200, {"access_token": token, "expires_in": int(lifetime), "token_type": "Bearer"}
 
 
@@ -83,10 +118,24 @@ def _handler(endpoint: IdentityEndpoint) -> type[BaseHTTPRequestHandler]:
             url = urlsplit(self.path)
             params = dict(parse_qsl(url.query))
             headers = {k.lower(): v for k, v in self.headers.items()}
+            if url.path == IMDS_TOKEN_PATH:
+                self._imds(params, headers)
+                return
             if headers.get("x-identity-header") != IDENTITY_HEADER or "resource" not in params:
                 self._send(400, {"error": "invalid_request"})
                 return
             call = Call("msi", params["resource"], params.get("client_id"), params, headers)
+            self._send(*endpoint._issue(call))
+
+        def _imds(self, params: dict[str, str], headers: dict[str, str]) -> None:
+            if headers.get("metadata") != "true":
+                # IMDS refuses requests without it (a guard against SSRF through proxies).
+                self._send(400, {"error": "invalid_request", "error_description": "Metadata"})
+                return
+            if params.get("api-version") is None or "resource" not in params:
+                self._send(400, {"error": "invalid_request"})
+                return
+            call = Call("imds", params["resource"], params.get("client_id"), params, headers)
             self._send(*endpoint._issue(call))
 
         def do_POST(self) -> None:
@@ -128,7 +177,8 @@ class IdentityServer:
             scheme = "https"
         self.port = self.server.server_address[1]
         self.url = f"{scheme}://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # A short poll interval: `stop` (shutdown) waits for it.
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def stop(self) -> None:

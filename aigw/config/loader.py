@@ -13,7 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from aigw.config.errors import ConfigError, IssueCollector, format_loc
-from aigw.config.model import GatewayConfig
+from aigw.config.model import GatewayConfig, IdentityConfig
 
 _NAMED_VALUE = re.compile(r"\{\{\s*([A-Za-z0-9][A-Za-z0-9_.-]*)\s*\}\}")
 MAX_CONFIG_BYTES = 16 * 2**20
@@ -37,7 +37,11 @@ class KeyVaultRef:
 
     vault_url: str
     secret_name: str
-    client_id: str | None = None
+    client_id: str | None = None  # overrides the identity's own
+    # The config's `identity` section, which reads it: part of the key, so a reload that
+    # changes the identity reads afresh. None when that section is invalid (nothing is read;
+    # the load reports the section's problems).
+    identity: IdentityConfig | None = field(default_factory=IdentityConfig)
 
     def __str__(self) -> str:  # for messages: never carries the value
         return f"secret '{self.secret_name}' in {self.vault_url}"
@@ -92,7 +96,13 @@ def _yaml_issue(exc: yaml.YAMLError) -> Any:
 
 
 def key_vault_refs(raw: Any) -> dict[str, KeyVaultRef]:
-    """The Key Vault secrets a parsed config's named values read, by named value."""
+    """The Key Vault secrets a parsed config's named values read, by named value, each with
+    the identity the same config selects (they are read before the config is loaded)."""
+    refs = _key_vault_sources(raw, None)
+    return _key_vault_sources(raw, _identity(raw)) if refs else refs
+
+
+def _key_vault_sources(raw: Any, identity: IdentityConfig | None) -> dict[str, KeyVaultRef]:
     entries = raw.get("named-values") if isinstance(raw, dict) else None
     refs: dict[str, KeyVaultRef] = {}
     for name, spec in (entries if isinstance(entries, dict) else {}).items():
@@ -101,8 +111,27 @@ def key_vault_refs(raw: Any) -> dict[str, KeyVaultRef]:
             continue
         url, secret, client = (source.get(k) for k in ("vault-url", "secret-name", "client-id"))
         if isinstance(url, str) and isinstance(secret, str) and isinstance(client, str | None):
-            refs[str(name)] = KeyVaultRef(url.rstrip("/"), secret, client)
+            refs[str(name)] = KeyVaultRef(url.rstrip("/"), secret, client, identity)
     return refs
+
+
+def _identity(raw: dict[str, Any]) -> IdentityConfig | None:
+    """The `identity` section as the load will see it, or None if it is not valid. Named
+    values in it are substituted, except Key Vault ones: they are read with it."""
+    if "identity" not in raw:
+        return IdentityConfig()
+    section = raw["identity"]
+    if "{{" in repr(section):
+        unread = IssueCollector()
+        values = _resolve_named_values(raw, unread, {}, {}, _key_vault_sources(raw, None))
+        used = IssueCollector()
+        section = _substitute(section, values, "identity", used, frozenset())
+        if used.issues:
+            return None
+    try:
+        return IdentityConfig.model_validate(section)
+    except ValidationError:
+        return None
 
 
 def _resolve_named_values(
@@ -110,13 +139,13 @@ def _resolve_named_values(
     issues: IssueCollector,
     vault: Mapping[KeyVaultRef, str],
     files: dict[str, FileStamp],
+    refs: Mapping[str, KeyVaultRef],
 ) -> dict[str, tuple[str, bool]]:
     """Read each named value from its source; returns name → (value, is_secret)."""
     resolved: dict[str, tuple[str, bool]] = {}
     entries = raw.get("named-values") or {}
     if not isinstance(entries, dict):
         return resolved  # the typed validation reports the shape problem
-    refs = key_vault_refs(raw)
     for name, spec in entries.items():
         if not isinstance(spec, dict):
             continue
@@ -126,6 +155,12 @@ def _resolve_named_values(
             # Fetched beforehand (asynchronously, see aigw.namedvalues); always secret.
             if refs[name] in vault:
                 resolved[name] = (vault[refs[name]], True)
+            elif refs[name].identity is None:
+                issues.add(
+                    path,
+                    f"Key Vault {refs[name]} was not read: the 'identity' section it is read "
+                    "with is invalid, or uses a Key Vault named value",
+                )
             else:
                 issues.add(path, f"Key Vault {refs[name]} has not been fetched")
         elif isinstance(spec.get("value"), str):
@@ -186,7 +221,8 @@ def load_config_text(
         raise ConfigError([_issue("", "the config file must be a YAML mapping")])
     issues = IssueCollector()
     files: dict[str, FileStamp] = {}
-    values = _resolve_named_values(raw, issues, vault or {}, files)
+    refs = key_vault_refs(raw)
+    values = _resolve_named_values(raw, issues, vault or {}, files, refs)
     entries = raw.get("named-values")
     declared = frozenset(entries) if isinstance(entries, dict) else frozenset()
     substituted = {
@@ -204,9 +240,7 @@ def load_config_text(
     secrets = frozenset(value for value, secret in values.values() if secret and value)
     issues.raise_if_any(secrets)
     assert config is not None
-    return LoadedConfig(
-        config=config, secrets=secrets, source=source, files=files, key_vault=key_vault_refs(raw)
-    )
+    return LoadedConfig(config=config, secrets=secrets, source=source, files=files, key_vault=refs)
 
 
 def load_config(

@@ -27,20 +27,19 @@ class SecretReader(Protocol):
 
 
 class AzureKeyVaultReader:
-    """Reads with the gateway's identity (`DefaultAzureCredential`: environment, workload
-    identity, managed identity, Azure CLI), or the user-assigned identity `client-id` names.
-    Clients live for one read so nothing is tied to an event loop: the values are fetched at
-    start in a short-lived loop, then in the server's."""
+    """Reads with the gateway's identity: the credential the config's `identity` section
+    selects (as for backend tokens), as the user-assigned identity the reference's
+    `client-id` names if it has one. Clients live for one read so nothing is tied to an event
+    loop: the values are fetched at start in a short-lived loop, then in the server's."""
 
     async def read(self, ref: KeyVaultRef) -> str:
-        from azure.identity.aio import DefaultAzureCredential
         from azure.keyvault.secrets.aio import SecretClient
 
-        credential = DefaultAzureCredential(
-            managed_identity_client_id=ref.client_id,
-            workload_identity_client_id=ref.client_id,
-            exclude_interactive_browser_credential=True,
-        )
+        from aigw.identity.azure import azure_credential
+
+        if ref.identity is None:  # `KeyVaultCache` never asks; the load reports why
+            raise LookupError("the 'identity' section is invalid")
+        credential = azure_credential(ref.identity, ref.client_id)
         async with credential, SecretClient(ref.vault_url, credential) as client:
             secret = await client.get_secret(ref.secret_name)
         if secret.value is None:
@@ -73,8 +72,11 @@ class KeyVaultCache:
             return exc
 
     async def resolve(self, refs: Mapping[str, KeyVaultRef]) -> dict[KeyVaultRef, str]:
-        """A value for every reference, or a ConfigError naming each secret without one."""
-        missing = sorted({ref for ref in refs.values() if ref not in self.values}, key=str)
+        """A value for every reference, or a ConfigError naming each secret without one.
+        A reference whose identity section is invalid is not read and gets no value: loading
+        the config then reports that section's problems."""
+        wanted = {ref for ref in refs.values() if ref.identity is not None}
+        missing = sorted(wanted - self.values.keys(), key=str)
         results = await asyncio.gather(*(self._read(ref) for ref in missing))
         failed: dict[KeyVaultRef, str] = {}
         for ref, result in zip(missing, results, strict=True):
@@ -90,7 +92,7 @@ class KeyVaultCache:
                     if (reason := failed.get(ref)) is not None
                 ]
             )
-        return {ref: self.values[ref] for ref in refs.values()}
+        return {ref: self.values[ref] for ref in wanted}
 
     async def refresh(self, refs: Mapping[str, KeyVaultRef]) -> bool:
         """Re-read every referenced secret; returns whether any value changed."""
@@ -114,7 +116,8 @@ class KeyVaultCache:
 
 def load_config_fetching(path: str, cache: KeyVaultCache) -> LoadedConfig:
     """Load a config file at start (no event loop running yet): its Key Vault values are
-    fetched first, in a short-lived loop. Raises ConfigError if one cannot be read."""
+    fetched first, in a short-lived loop, with the identity the same file selects. Raises
+    ConfigError if one cannot be read, or if that identity section is invalid."""
     text = read_config_text(path)
     refs = key_vault_refs(parse_yaml(text))
     vault = asyncio.run(cache.resolve(refs)) if refs else {}

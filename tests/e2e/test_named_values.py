@@ -227,3 +227,63 @@ apis:
     assert resolved.returncode == 0, resolved.stderr
     assert vault.calls.secrets == ["openai-key"]
     assert FIRST not in resolved.stdout + resolved.stderr
+
+
+@pytest.fixture
+def vault_and_identity(tmp_path: Path) -> Iterator[tuple[KeyVaultMock, IdentityEndpoint]]:
+    vault, identity = KeyVaultMock(tmp_path), IdentityEndpoint()
+    yield vault, identity
+    vault.stop()
+    identity.stop()
+
+
+def identity_config(path: Path, vault_url: str, identity: str) -> None:
+    path.write_text(
+        f"""
+identity: {identity}
+named-values:
+  key: {{key-vault: {{vault-url: "{vault_url}", secret-name: openai-key}}}}
+  other: {{key-vault: {{vault-url: "{vault_url}", secret-name: other-key, client-id: kv-reader}}}}
+backends: {{b: {{url: "http://127.0.0.1:9"}}}}
+apis:
+  chat:
+    type: openai
+    backend: b
+    policies:
+      inbound:
+        - set-header: {{name: api-key, value: "{{{{key}}}}"}}
+        - set-header: {{name: x-other, value: "{{{{other}}}}"}}
+"""
+    )
+
+
+def test_key_vault_is_read_with_the_configured_identity(
+    tmp_path: Path, vault_and_identity: tuple[KeyVaultMock, IdentityEndpoint]
+) -> None:
+    vault, identity = vault_and_identity
+    vault.secrets.update({"openai-key": FIRST, "other-key": SECOND})
+    config = tmp_path / "gateway.yaml"
+    identity_config(config, vault.url, "{type: managed, client-id: gateway-id}")
+    env = {**vault.env(), **identity.env(), **TOKEN_ENV}
+    resolved = aigw("validate", "--resolve", str(config), env=env)
+    assert resolved.returncode == 0, resolved.stderr
+    assert sorted(vault.calls.secrets) == ["openai-key", "other-key"]
+    # The identity's client id, unless the named value names its own.
+    asked = {query["client_id"][0] for query in identity.calls.tokens}
+    assert asked == {"gateway-id", "kv-reader"}
+
+
+def test_an_invalid_identity_is_reported_and_no_secret_is_read(
+    tmp_path: Path, vault_and_identity: tuple[KeyVaultMock, IdentityEndpoint]
+) -> None:
+    vault, identity = vault_and_identity
+    vault.secrets.update({"openai-key": FIRST, "other-key": SECOND})
+    config = tmp_path / "gateway.yaml"
+    identity_config(config, vault.url, "{type: kerberos}")
+    env = {**vault.env(), **identity.env(), **TOKEN_ENV}
+    for command in (["validate", "--resolve"], ["serve", "--port", "0", "--config"]):
+        result = aigw(*command, str(config), env=env)
+        assert result.returncode == 2, result.stderr
+        assert "identity.type" in result.stderr
+        assert "named-values.key" in result.stderr and "'identity' section" in result.stderr
+    assert vault.calls.secrets == [] and identity.calls.tokens == []
