@@ -95,6 +95,11 @@ class StreamUsage:
     @property
     def usage(self) -> Usage | None:
         """The last valid usage the backend reported, once seen."""
+        if self._unread and self._ended and self._usage is None:
+            found = _usage_near_end(b"".join(self._unread), self.operation)
+            if found is not None:
+                self._usage = found  # the rest stays unread until its text is asked for
+                return found
         self._catch_up()
         return self._usage
 
@@ -398,6 +403,29 @@ _NULL_USAGE_AT_END = re.compile(
     + _SCALAR
     + rb")*\s*\})(?=[ \t]*(?:\r|\n|\Z))"
 )
+
+
+def _usage_near_end(data: bytes, operation: str) -> Usage | None:
+    """A whole Chat Completions / Completions stream's usage, read from its last event that
+    has one: the final usage event (~10 µs instead of reading every event). None when the
+    stream is not plainly laid out there (the caller then reads it all)."""
+    if operation not in _STRIPPABLE or b"\r" in data:
+        return None
+    at = data.rfind(b'"usage"')
+    if at < 0:
+        return None
+    start = data.rfind(b"\n", 0, at) + 1
+    end = data.find(b"\n", at)
+    line = data[start : end if end >= 0 else len(data)]
+    if not line.startswith(b"data:") or data[end : end + 2] != b"\n\n":
+        return None  # not a one-line event: leave it to the full reader
+    try:
+        payload = json.loads(line[5:])
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(payload, dict) or not isinstance(payload.get("usage"), dict):
+        return None
+    return chat_usage(payload["usage"])
 
 
 # The usual layouts of that member, last in the object (compact and spaced JSON).

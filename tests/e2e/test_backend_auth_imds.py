@@ -12,10 +12,13 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.helpers import CHAT_BODY, RecordingBackend, log_lines
 from tests.identity_endpoint import IdentityEndpoint, IdentityServer, imds_env
-from tests.support import Gateway
+from tests.support import Gateway, free_port
+
+OPERATIONS_PORT = free_port()
 
 COGNITIVE = "https://cognitiveservices.azure.com"
 ML = "https://ml.azure.com"
@@ -60,6 +63,7 @@ def gateway(
 ) -> Iterator[Gateway]:
     config = {
         "gateway": {"host": "127.0.0.1"},
+        "operations": {"port": OPERATIONS_PORT},
         "identity": {"type": "managed"},
         "backends": {
             "echo": {"url": echo.url},
@@ -151,3 +155,19 @@ def test_acquisitions_are_logged_without_tokens(gateway: Gateway) -> None:
     ]
     assert {r["resource"] for r in records} >= {COGNITIVE, ML}
     assert "tok-" not in gateway.stderr() + gateway.stdout()
+
+
+def test_acquisitions_are_counted_in_metrics(http: httpx.Client) -> None:
+    seen(http, "mi")
+    seen(http, "cred")
+    text = httpx.get(f"http://127.0.0.1:{OPERATIONS_PORT}/metrics", timeout=10).text
+    counted = {
+        (sample.labels["identity"], sample.labels["result"]): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "aigw_identity_token_acquisitions_total"
+    }
+    # One token per (resource, client id) so far: system-assigned and the backend's
+    # user-assigned one at least, each acquired once and reused since.
+    assert counted.get(("managed", "ok"), 0) >= 2
+    assert ("managed", "error") not in counted

@@ -348,3 +348,33 @@ def test_the_completion_text_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     for word in ("hello ", "wonderful ", "world"):
         reader.feed(block([data(chunk({"content": word}))], b"\n"))
     assert reader.completion_text() == "hello wond"
+
+
+def test_a_passed_through_stream_is_read_for_usage_from_its_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = chat_stream(b"\n")
+    reader = StreamUsage("chat-completions", strip_usage_chunk=False)
+    assert run(reader, split_at(stream.data, [7, 300, 301])) == stream.data
+    parsed: list[bytes] = []
+    real_loads = json.loads
+
+    def counting(text: Any, *args: Any, **kwargs: Any) -> Any:
+        parsed.append(text)
+        return real_loads(text, *args, **kwargs)
+
+    monkeypatch.setattr(stream_module.json, "loads", counting)
+    assert reader.usage == CHAT_EXPECTED_USAGE
+    assert len(parsed) == 1, "only the usage event is parsed"
+    # The text is still there when it is asked for (a backend that reported no usage).
+    assert reader.completion_text() == CHAT_TEXT
+
+
+def test_a_later_usage_word_does_not_hide_the_real_usage() -> None:
+    stream = chat_stream(b"\n")
+    later = block([data(chunk({"content": "usage"}))], b"\n")  # "usage" as text, after it
+    body = stream.data.replace(b"data: [DONE]", later + b"data: [DONE]")
+    reader = StreamUsage("chat-completions", strip_usage_chunk=False)
+    run(reader, [body])
+    assert reader.usage == CHAT_EXPECTED_USAGE
+    assert reader.completion_text() == CHAT_TEXT + "usage"
