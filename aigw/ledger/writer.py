@@ -93,7 +93,9 @@ class LedgerWriter:
         self._clock = clock
         # Rows waiting to be written, oldest first. A batch being written is out of it; if
         # the write fails it goes back to the front (see _give_back).
-        self._buffer: deque[LedgerRow] = deque()
+        # Records wait as they are: they become rows (priced) in a thread when written, off
+        # the request's path (at low load that thread runs while the loop waits on I/O).
+        self._buffer: deque[RequestRecord] = deque()
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -119,9 +121,9 @@ class LedgerWriter:
         if self._closed:  # a request that outlived its runtime: nothing writes any more
             self._count(LEDGER_DROPPED_RECORDS, {"reason": "shutdown"}, 1)
             return
-        self._add(ledger_row(record, self.prices))
+        self._add(record)
 
-    def _add(self, row: LedgerRow) -> None:
+    def _add(self, row: RequestRecord) -> None:
         if len(self._buffer) >= self._max_buffered:
             self._buffer.popleft()
             self._dropped(1, "buffer-full")
@@ -236,7 +238,7 @@ class LedgerWriter:
             log.info("usage ledger: writing again (%d record(s) waiting)", len(self._buffer))
         return True
 
-    async def _write_one_by_one(self, batch: list[LedgerRow]) -> int | None:
+    async def _write_one_by_one(self, batch: list[RequestRecord]) -> int | None:
         """Write a refused batch row by row; a row refused alone is dropped (`invalid`).
         The rows written, or None after an outage (the rest is back in the buffer)."""
         written = 0
@@ -258,11 +260,14 @@ class LedgerWriter:
                 written += 1
         return written
 
-    async def _write(self, batch: list[LedgerRow]) -> None:
+    async def _write(self, batch: list[RequestRecord]) -> None:
         await self.store.open()  # does nothing once open; after an outage it reconnects
-        await self.store.write(batch)
+        await self.store.write(await asyncio.to_thread(self._rows, batch))
 
-    def _give_back(self, batch: list[LedgerRow]) -> None:
+    def _rows(self, batch: list[RequestRecord]) -> list[LedgerRow]:
+        return [ledger_row(record, self.prices) for record in batch]
+
+    def _give_back(self, batch: list[RequestRecord]) -> None:
         """Put a failed batch back at the front. Rows that arrived meanwhile may have filled
         the buffer: then the batch's own oldest rows are the ones dropped."""
         overflow = len(self._buffer) + len(batch) - self._max_buffered
