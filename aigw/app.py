@@ -41,6 +41,8 @@ log = logging.getLogger("aigw.app")
 
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# At shutdown, the most a cancelled request's accounting may delay closing the runtime.
+SETTLE_SECONDS = 2.0
 
 
 class RequestIds:
@@ -78,10 +80,19 @@ class Gateway:
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await self._requests_settled()
                 await self.holder.close()
                 self.access_log.flush()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _requests_settled(self, within: float = SETTLE_SECONDS) -> None:
+        """Requests cut at the end of the grace period finish their accounting (usage,
+        ledger record) once they see their cancellation: wait for that, briefly, before the
+        runtime (and its ledger) closes."""
+        deadline = time.monotonic() + within
+        while self.holder.current.in_flight > 0 and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -100,14 +111,18 @@ class Gateway:
         runtime = self.holder.current
         runtime.in_flight += 1
         ctx: RequestContext | None = None
+        routed: list[RequestContext] = []  # the context, once made (for a cancelled request)
         status = 500
         try:
-            ctx, status = await self._handle(runtime, scope, headers, receive, send, request_id)
+            ctx, status = await self._handle(
+                runtime, scope, headers, receive, send, request_id, routed
+            )
         except StreamAborted as aborted:
             ctx, status = aborted.ctx, aborted.status_code
             raise  # the server drops the connection: the client sees a truncated body
         except asyncio.CancelledError:
             status = 503  # cut at the end of the shutdown grace period
+            ctx = routed[0] if routed else None  # still metered and in the ledger
             raise
         finally:
             runtime.in_flight -= 1
@@ -143,6 +158,7 @@ class Gateway:
         receive: Receive,
         send: Send,
         request_id: str,
+        routed: list[RequestContext],
     ) -> tuple[RequestContext | None, int]:
         limits = runtime.config.gateway.limits
         # Our server protocol signals lost connections and enforces the body deadline, so
@@ -186,6 +202,7 @@ class Gateway:
         ctx = RequestContext(
             request_id, request, match.route.api, match.route.operation, runtime.services.clock
         )
+        routed.append(ctx)
         ctx.services = runtime.services
         target: OperationTarget = match.route.target
         ctx.backend_id = target.default_backend

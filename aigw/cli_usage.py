@@ -89,7 +89,7 @@ async def _report(runtime: Runtime, base_dir: Path, spec: ReportSpec) -> Report:
     from aigw.ledger.writer import ledger_url
 
     try:
-        store = open_ledger_store(ledger_url(runtime.config), base_dir)
+        store = open_ledger_store(ledger_url(runtime.config), base_dir, migrate=False)
     except ValueError as exc:
         raise ReportError(f"usage ledger url: {exc}") from None
     # Reading must not create an empty database where a typo points.

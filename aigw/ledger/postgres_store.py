@@ -102,11 +102,14 @@ def _as_is(value: Any) -> Any:
 
 
 class PostgresLedgerStore:
-    def __init__(self, url: str, *, schema: str | None = None) -> None:
+    def __init__(self, url: str, *, schema: str | None = None, migrate: bool = True) -> None:
         if schema is not None and not SCHEMA_NAME.fullmatch(schema):
             raise ValueError(f"invalid PostgreSQL schema name {schema!r}")
         self._url = url
         self._schema = schema
+        # False for readers (reports): they check the schema and never create or change it,
+        # so a read-only role will do.
+        self._migrates = migrate
         self._where, self._secrets = location(url)
         self._pool: Any = None
         self._opening = asyncio.Lock()
@@ -178,7 +181,7 @@ class PostgresLedgerStore:
                 f"cannot connect to PostgreSQL at {self._where}: {self._reason(exc)}"
             ) from None
         try:
-            await self._migrate(pool)
+            await (self._migrate(pool) if self._migrates else self._check_schema(pool))
         except (*UNAVAILABLE, asyncpg.PostgresError) as exc:
             pool.terminate()
             raise LedgerUnavailable(
@@ -188,6 +191,16 @@ class PostgresLedgerStore:
             pool.terminate()
             raise
         return pool
+
+    async def _check_schema(self, pool: Any) -> None:
+        """A reader's check: the ledger is there, and not newer than this gateway."""
+        async with pool.acquire() as conn:
+            try:
+                current = await conn.fetchval(_VERSION_QUERY)
+            except asyncpg.UndefinedTableError:
+                raise LedgerUnavailable(f"no usage ledger at {self._where} yet") from None
+        if current > MIGRATIONS[-1].version:
+            next_migration(MIGRATIONS, current, self._where)  # raises: newer than this code
 
     async def _migrate(self, pool: Any) -> None:
         async with pool.acquire() as conn:

@@ -35,9 +35,10 @@ class LedgerStore(Protocol):
         """The report's rows and totals, aggregated by the database from one snapshot."""
 
 
-def open_ledger_store(url: str, base_dir: Path) -> LedgerStore:
+def open_ledger_store(url: str, base_dir: Path, *, migrate: bool = True) -> LedgerStore:
     """`sqlite:PATH` (relative to `base_dir`, the config file's folder) or `postgresql://…`
-    (`?schema=NAME` keeps the table in that schema). Nothing is connected yet."""
+    (`?schema=NAME` keeps the table in that schema). Nothing is connected yet. A reader
+    (`migrate=False`) needs the ledger to exist and never changes its schema."""
     if url.startswith(("postgresql://", "postgres://")):
         from aigw.ledger.postgres_store import PostgresLedgerStore
 
@@ -46,7 +47,9 @@ def open_ledger_store(url: str, base_dir: Path) -> LedgerStore:
         schema = [value for key, value in query if key == "schema"]
         rest = urlencode([(key, value) for key, value in query if key != "schema"])
         return PostgresLedgerStore(
-            urlunsplit(parts._replace(query=rest)), schema=schema[-1] if schema else None
+            urlunsplit(parts._replace(query=rest)),
+            schema=schema[-1] if schema else None,
+            migrate=migrate,
         )
     if url.startswith("sqlite:"):
         from aigw.ledger.sqlite_store import SqliteLedgerStore

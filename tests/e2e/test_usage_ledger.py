@@ -8,7 +8,9 @@ database at the graceful stop, which is what "no record lost on shutdown" means.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -255,3 +257,40 @@ def test_backends_that_refuse_stream_options_are_not_asked(
         ).fetchone()
     # Counted by the gateway: the prompt with the tokenizer, the streamed text " t0" … " t6".
     assert source == "counted" and prompt > 0 and completion == 14
+
+
+def test_a_stream_cut_at_the_end_of_the_grace_period_is_still_recorded(
+    tmp_path: Path, backend: FixedChatBackend
+) -> None:
+    settings = config(backend.url, "sqlite:usage.db")
+    settings["gateway"]["shutdown-grace-period"] = 1
+    gateway = Gateway(tmp_path, settings)
+    marker = uuid.uuid4().hex
+    body = {"model": "gpt-4o", "messages": HELLO, "stream": True}
+    headers = {"x-usage": "10,100", "x-chunk-delay-ms": "100", "x-request-id": marker}
+    seen = 0
+    with (
+        httpx.Client(timeout=10) as http,
+        http.stream(
+            "POST", gateway.url + "/chat/v1/chat/completions", json=body, headers=headers
+        ) as response,
+    ):
+        lines = response.iter_lines()
+        while seen < 3:
+            seen += next(lines).startswith("data: ")
+        gateway.popen.send_signal(signal.SIGTERM)  # the stream outlives the grace period
+        with contextlib.suppress(httpx.HTTPError):
+            for line in lines:
+                seen += line.startswith("data: ")
+    assert gateway.popen.wait(15) == 0
+    assert seen < 100, "cut before the end"
+    with sqlite3.connect(tmp_path / "usage.db") as conn:
+        found = conn.execute(
+            "SELECT status, usage_source, completion_tokens FROM usage_records"
+            " WHERE client_request_id = ?",
+            (marker,),
+        ).fetchone()
+    assert found is not None, "the cut request has its ledger record"
+    status, source, completion = found
+    assert status == 503 and source == "counted"
+    assert completion >= 3

@@ -340,3 +340,61 @@ def test_requests_through_the_gateway_reach_the_report(
     assert (row["prompt_tokens"], row["completion_tokens"]) == (prompt, completion)
     nanos = prompt * 1000 + completion * 2000  # 1.00 and 2.00 per 1M tokens
     assert Decimal(row["cost"]) == Decimal(nanos) / 10**9 and row["currency"] == "USD"
+
+
+def test_a_read_only_role_can_report_and_a_typo_creates_nothing(
+    tmp_path: Path, pg_config: Path
+) -> None:
+    """Reports never migrate: a role that may only read the ledger is enough, and a schema
+    name with a typo is reported as missing instead of being created."""
+    schema = yaml.safe_load(pg_config.read_text())["usage"]["ledger"]["url"].split("schema=")[1]
+    role = f"aigw_reader_{uuid.uuid4().hex[:8]}"
+
+    async def as_admin(*statements: str) -> None:
+        conn = await asyncpg.connect(PG_URL, timeout=5)
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(
+        as_admin(
+            f"CREATE ROLE {role} LOGIN",
+            f'GRANT USAGE ON SCHEMA "{schema}" TO {role}',
+            f'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO {role}',
+        )
+    )
+    try:
+        reader_url = f"postgresql://{role}@127.0.0.1:5432/test?schema={schema}"
+        (tmp_path / "reader").mkdir()
+        (tmp_path / "typo").mkdir()
+        reader = write_config(tmp_path / "reader", reader_url)
+        found = report_json(reader, "--from", "2026-11-27", "--to", "2026-11-29")
+        assert (
+            found["totals"]
+            == report_json(pg_config, "--from", "2026-11-27", "--to", "2026-11-29")["totals"]
+        )
+        typo = write_config(tmp_path / "typo", f"{PG_URL}?schema={schema}_typo")
+        result = report(typo, "--from", "2026-11-27", "--to", "2026-11-29")
+        assert result.returncode == 1 and "no usage ledger" in result.stderr
+    finally:
+        asyncio.run(
+            as_admin(
+                f'REVOKE ALL ON ALL TABLES IN SCHEMA "{schema}" FROM {role}',
+                f'REVOKE USAGE ON SCHEMA "{schema}" FROM {role}',
+                f"DROP ROLE {role}",
+            )
+        )
+
+    async def schema_exists() -> bool:
+        conn = await asyncpg.connect(PG_URL, timeout=5)
+        try:
+            found = await conn.fetchval(
+                "SELECT count(*) FROM pg_namespace WHERE nspname = $1", f"{schema}_typo"
+            )
+        finally:
+            await conn.close()
+        return bool(found)
+
+    assert not asyncio.run(schema_exists())
