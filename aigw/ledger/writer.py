@@ -15,6 +15,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -104,6 +105,7 @@ class LedgerWriter:
         self._failing = False
         self._closed = False
         self._successor: LedgerWriter | None = None
+        self._thread: ThreadPoolExecutor | None = None
         self._dropped_unreported = 0
         self._last_drop_warning = float("-inf")
         self._last_failure_warning = float("-inf")
@@ -156,6 +158,7 @@ class LedgerWriter:
                 successor._add(self._buffer.popleft())
             with contextlib.suppress(Exception):
                 await self.store.close()
+            self._stop_thread()
             return
         deadline = self._clock() + self._shutdown_timeout
         await self._stop_task()
@@ -171,6 +174,12 @@ class LedgerWriter:
         self._report_drops(force=True)
         with contextlib.suppress(Exception):
             await self.store.close()
+        self._stop_thread()
+
+    def _stop_thread(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.shutdown(wait=False)
 
     async def _stop_task(self) -> None:
         self._stop.set()
@@ -262,7 +271,10 @@ class LedgerWriter:
 
     async def _write(self, batch: list[RequestRecord]) -> None:
         await self.store.open()  # does nothing once open; after an outage it reconnects
-        await self.store.write(await asyncio.to_thread(self._rows, batch))
+        if self._thread is None:  # one thread: see SqliteLedgerStore._in_thread
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="aigw-ledger-rows")
+        loop = asyncio.get_running_loop()
+        await self.store.write(await loop.run_in_executor(self._thread, self._rows, batch))
 
     def _rows(self, batch: list[RequestRecord]) -> list[LedgerRow]:
         return [ledger_row(record, self.prices) for record in batch]
