@@ -10,18 +10,17 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, TypeVar
 
 from aigw.ledger.query import Dialect, ReportSpec, Summary, aggregate_of, summary_sql
 from aigw.ledger.rows import COLUMNS, LedgerRow
 from aigw.ledger.schema import MIGRATIONS_TABLE, TABLE, LedgerUnavailable, Migration, next_migration
+from aigw.sqlitedb import means_unavailable, transaction, use_wal
 
 T = TypeVar("T")
 BUSY_TIMEOUT_SECONDS = 5.0
@@ -130,7 +129,7 @@ class SqliteLedgerStore:
         def work(conn: sqlite3.Connection) -> int:
             # Rows become SQL values here, in the writer's thread, not on the event loop.
             before = conn.total_changes
-            with _transaction(conn):
+            with transaction(conn):
                 for start in range(0, len(rows), ROWS_PER_STATEMENT):
                     chunk = rows[start : start + ROWS_PER_STATEMENT]
                     values = [value for row in chunk for value in _row_values(row)]
@@ -146,7 +145,7 @@ class SqliteLedgerStore:
 
         def work(conn: sqlite3.Connection) -> Summary:
             # One read transaction: rows and totals see the same committed records.
-            with _transaction(conn, "DEFERRED"):
+            with transaction(conn, "DEFERRED"):
                 rows = conn.execute(grouped, grouped_params).fetchall()
                 sums = conn.execute(totals, totals_params).fetchall()
             return Summary(
@@ -165,7 +164,7 @@ class SqliteLedgerStore:
             try:
                 return work(self._conn)
             except sqlite3.DatabaseError as exc:
-                if not _means_unavailable(exc):
+                if not means_unavailable(exc):
                     raise
                 raise LedgerUnavailable(f"SQLite ledger {self.path}: {exc}") from exc
 
@@ -187,12 +186,6 @@ def _row_values(row: LedgerRow) -> tuple[object, ...]:
     return tuple(values)
 
 
-def _means_unavailable(exc: sqlite3.DatabaseError) -> bool:
-    # Locked, unreadable, full, corrupt or not a database: the file is the problem.
-    # Constraint and API-misuse errors are bugs and keep their own type.
-    return type(exc) in (sqlite3.OperationalError, sqlite3.DatabaseError)
-
-
 def _connect(path: Path) -> sqlite3.Connection:
     def unavailable(reason: object) -> LedgerUnavailable:
         return LedgerUnavailable(f"cannot open the SQLite ledger {path}: {reason}")
@@ -210,14 +203,14 @@ def _connect(path: Path) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         raise unavailable(exc) from None
     try:
-        _use_wal(conn)
+        use_wal(conn, BUSY_TIMEOUT_SECONDS)
         # In WAL mode, NORMAL syncs at checkpoints, not at every commit: a commit survives a
         # crash of the gateway, and only a crash of the machine can lose the last ones.
         conn.execute("PRAGMA synchronous = NORMAL")
         _migrate(conn, str(path))
     except sqlite3.DatabaseError as exc:
         conn.close()
-        if not _means_unavailable(exc):
+        if not means_unavailable(exc):
             raise
         raise unavailable(exc) from None
     except BaseException:
@@ -226,39 +219,9 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _use_wal(conn: sqlite3.Connection) -> None:
-    # Two openers switching a new file to WAL at once get "locked" without the busy timeout
-    # applying: retry until it.
-    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
-                raise
-        time.sleep(0.01)
-
-
-@contextmanager
-def _transaction(
-    conn: sqlite3.Connection, mode: Literal["IMMEDIATE", "DEFERRED"] = "IMMEDIATE"
-) -> Iterator[None]:
-    # Writers take the write lock up front, so they wait on the busy timeout instead of
-    # failing when a read lock cannot be upgraded.
-    conn.execute(f"BEGIN {mode}")
-    try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-
-
 def _migrate(conn: sqlite3.Connection, where: str) -> None:
     while True:
-        with _transaction(conn):
+        with transaction(conn):
             conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE}"
                 " (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"

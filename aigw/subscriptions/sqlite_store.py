@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TypeVar
 
+from aigw.sqlitedb import means_unavailable, transaction, use_wal
 from aigw.subscriptions.model import AuditEntry, Subscription
 from aigw.subscriptions.schema import (
     Migration,
@@ -120,7 +119,7 @@ class SqliteStore:
         details = audit_details(audit, subscription)
 
         def work(conn: sqlite3.Connection) -> Subscription:
-            with _transaction(conn):
+            with transaction(conn):
                 revision = _next_revision(conn)
                 row = row_values(subscription, revision, _write_time)
                 if conn.execute(INSERT_SUBSCRIPTION, row).rowcount == 0:
@@ -135,7 +134,7 @@ class SqliteStore:
 
         def work(conn: sqlite3.Connection) -> int:
             audits = import_audits(subscriptions, actor)
-            with _transaction(conn):
+            with transaction(conn):
                 revision = _next_revision(conn)
                 for sub in subscriptions:
                     row = row_values(sub, revision, _write_time)
@@ -153,7 +152,7 @@ class SqliteStore:
         details = audit_details(audit, subscription)
 
         def work(conn: sqlite3.Connection) -> Subscription:
-            with _transaction(conn):
+            with transaction(conn):
                 revision = _next_revision(conn)
                 row = row_values(subscription, revision, _write_time)
                 changed = conn.execute(
@@ -184,7 +183,7 @@ class SqliteStore:
     async def changes_since(self, revision: int) -> tuple[list[Subscription], int]:
         def work(conn: sqlite3.Connection) -> tuple[list[Subscription], int]:
             # One read transaction, so the rows and the counter come from the same snapshot.
-            with _transaction(conn, "DEFERRED"):
+            with transaction(conn, "DEFERRED"):
                 rows = conn.execute(
                     f"{SELECT_SUBSCRIPTION} WHERE revision > ? ORDER BY revision, id", (revision,)
                 ).fetchall()
@@ -217,7 +216,7 @@ class SqliteStore:
             try:
                 return work(self._conn)
             except sqlite3.DatabaseError as exc:
-                if not _means_unavailable(exc):
+                if not means_unavailable(exc):
                     raise
                 raise StoreUnavailable(f"SQLite store {self._path}: {exc}") from exc
 
@@ -231,12 +230,6 @@ class SqliteStore:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
-
-
-def _means_unavailable(exc: sqlite3.DatabaseError) -> bool:
-    # Locked, unreadable, corrupt or not a database at all: the file is the problem.
-    # Constraint and API-misuse errors are bugs and keep their own type.
-    return type(exc) in (sqlite3.OperationalError, sqlite3.DatabaseError)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -257,11 +250,11 @@ def _connect(path: Path) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         raise unavailable(exc) from None
     try:
-        _use_wal(conn)
+        use_wal(conn, BUSY_TIMEOUT_SECONDS)
         _migrate(conn, str(path))
     except sqlite3.DatabaseError as exc:
         conn.close()
-        if not _means_unavailable(exc):
+        if not means_unavailable(exc):
             raise
         raise unavailable(exc) from None
     except BaseException:
@@ -270,39 +263,9 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _use_wal(conn: sqlite3.Connection) -> None:
-    # Switching a new file to WAL takes an exclusive lock, and when two openers try at once
-    # SQLite reports "locked" at once instead of waiting on the busy timeout: retry until it.
-    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
-                raise
-        time.sleep(0.01)
-
-
-@contextmanager
-def _transaction(
-    conn: sqlite3.Connection, mode: Literal["IMMEDIATE", "DEFERRED"] = "IMMEDIATE"
-) -> Iterator[None]:
-    # Writers begin IMMEDIATE: taking the write lock up front waits politely on the busy
-    # timeout, where upgrading a read lock later could fail outright with "database locked".
-    conn.execute(f"BEGIN {mode}")
-    try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-
-
 def _migrate(conn: sqlite3.Connection, where: str) -> None:
     while True:
-        with _transaction(conn):
+        with transaction(conn):
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations"
                 " (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
