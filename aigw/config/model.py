@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -301,6 +302,15 @@ class BackendConfig(Strict):
                 raise ValueError("an http backend needs a 'url'")
             if not re.match(r"^https?://[^/\s]+", self.url):
                 raise ValueError("'url' must be an absolute http:// or https:// URL")
+            parts = urlsplit(self.url)
+            if parts.username is not None:
+                raise ValueError("'url' must not hold a user or password: use 'credentials'")
+            if parts.hostname is None:
+                raise ValueError("'url' needs a host")
+            try:
+                parts.port  # noqa: B018 - raises for a port that is not a number in range
+            except ValueError:
+                raise ValueError("'url' has an invalid port") from None
         if (self.type == "pool") != (self.pool is not None):
             raise ValueError("a backend of type 'pool' needs 'pool' (and only a pool has it)")
         if self.type == "pool" and (self.url is not None or self.circuit_breaker is not None):

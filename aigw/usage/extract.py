@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
 from typing import Any, Final
 
 from aigw.usage.model import Usage
@@ -77,7 +76,7 @@ def _usage_at_end(body: bytes) -> tuple[Any] | None:
 
 def usage_from_body(operation: str, body: Any) -> Usage | None:
     """The usage a non-streamed response body reports for `operation`, if valid."""
-    if not isinstance(body, Mapping):
+    if not isinstance(body, dict):  # parsed JSON: an object is a dict
         return None
     if operation == "responses":
         return responses_usage(body.get("usage"))
@@ -112,7 +111,7 @@ def _usage(
     details: tuple[str, str],
     completion_required: bool,
 ) -> Usage | None:
-    if not isinstance(usage, Mapping):
+    if not isinstance(usage, dict):
         return None
     prompt = _count(usage.get(keys[0]))
     completion = _count(usage.get(keys[1])) if completion_required or keys[1] in usage else 0
@@ -135,7 +134,7 @@ def _count(value: object) -> int | None:
 def _detail(details: object, key: str) -> int | None:
     if details is None:
         return 0
-    if not isinstance(details, Mapping):
+    if not isinstance(details, dict):
         return None
     value = details.get(key)
     return 0 if value is None else _count(value)

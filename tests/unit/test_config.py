@@ -203,3 +203,22 @@ def test_client_credentials_never_travel_in_clear_text(url: str, ok: bool) -> No
     with pytest.raises(ConfigError) as caught:
         load_config_text(text)
     assert "https://" in str(caught.value.issues[0])
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://user:secret@llm.internal/v1", "must not hold a user or password"),
+        ("http://llm.internal:99999", "invalid port"),
+        ("https://llm.internal:8443/openai/", None),
+        ("http://[::1]:8000", None),
+    ],
+)
+def test_backend_urls_carry_no_secret_and_a_valid_port(url: str, problem: str | None) -> None:
+    text = f"backends:\n  b: {{url: '{url}'}}\n"
+    if problem is None:
+        runtime = build_runtime(load_config_text(text))
+        assert runtime.config.backends["b"].url == url
+    else:
+        found = issues_of(text)
+        assert problem in found["backends.b"], found

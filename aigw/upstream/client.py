@@ -1,0 +1,161 @@
+"""Send one request to a backend origin and hand back its response as it streams in."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+from aigw.errors import (
+    BackendConnectionFailure,
+    BackendProtocolError,
+    BackendTimeout,
+    GatewayError,
+)
+from aigw.upstream.connection import UpstreamConnection
+from aigw.upstream.pool import ConnectionPool, Origin
+
+# A request that failed on a reused connection before any answer byte is sent again once
+# on a new one (the backend closed the idle connection as we wrote), if repeating it is
+# harmless. Others fail: a POST may already be running on the backend.
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
+
+def origin_of(url: str) -> tuple[Origin, str]:
+    """The origin of an absolute http(s) URL and its path prefix (no trailing slash)."""
+    parts = urlsplit(url)
+    tls = parts.scheme == "https"
+    if parts.hostname is None or parts.username is not None:
+        raise ValueError("a backend URL needs a host and no user or password")
+    default_port = 443 if tls else 80
+    port = parts.port or default_port
+    host = parts.hostname
+    if not host.isascii():
+        host = host.encode("idna").decode("ascii")  # an internationalised name, as DNS has it
+    authority = f"[{host}]" if ":" in host else host
+    if port != default_port:  # aiohttp and browsers leave a default port out
+        authority += f":{port}"
+    return Origin(host, port, tls, authority), parts.path.rstrip("/")
+
+
+def encode_request(
+    method: str,
+    target: str,
+    authority: str,
+    headers: Sequence[tuple[str, str]],
+    body: bytes | None,
+) -> bytes:
+    """The request head (and a small body) as one buffer. `body` None sends no length."""
+    fields = "".join([f"{name}: {value}\r\n" for name, value in headers])
+    if fields.count("\n") != len(headers) or "\x00" in fields or fields.count("\r") != len(headers):
+        # Policies refuse such values already; a line break here would split the request.
+        raise GatewayError("A request header could not be sent to the backend service")
+    length = f"content-length: {len(body)}\r\n" if body is not None else ""
+    start = f"{method} {target} HTTP/1.1\r\nhost: {authority}\r\n"
+    try:
+        data = f"{start}{fields}{length}\r\n".encode("latin-1")
+    except UnicodeEncodeError:
+        # Text a policy set: that header goes as UTF-8; the others stay byte for byte (a
+        # client's header arrives as latin-1 text and is re-encoded the same way).
+        data = b"".join(
+            [start.encode("latin-1"), *(_field(name, value) for name, value in headers)]
+        ) + f"{length}\r\n".encode("latin-1")
+    return data + body if body else data
+
+
+def _field(name: str, value: str) -> bytes:
+    line = f"{name}: {value}\r\n"
+    try:
+        return line.encode("latin-1")
+    except UnicodeEncodeError:
+        return line.encode("utf-8")
+
+
+class UpstreamResponse:
+    """A backend's answer: status and raw headers at once, the body as an async iterator of
+    chunks. `release()` must be called once: the connection goes back to the pool only if
+    the body was read to its end."""
+
+    __slots__ = ("_conn", "_pool", "_read_timeout", "raw_headers", "status")
+
+    def __init__(self, conn: UpstreamConnection, pool: ConnectionPool, read_timeout: float):
+        self.status = conn.status
+        self.raw_headers = conn.headers
+        self._conn: UpstreamConnection | None = conn
+        self._pool = pool
+        self._read_timeout = read_timeout
+
+    @property
+    def content_length(self) -> int | None:
+        for name, value in self.raw_headers:
+            if name.lower() == b"content-length":
+                try:
+                    return int(value)
+                except ValueError:
+                    return None
+        return None
+
+    def at_eof(self) -> bool:
+        return self._conn is None or self._conn.body_done
+
+    def __aiter__(self) -> UpstreamResponse:
+        return self
+
+    async def __anext__(self) -> bytes:
+        conn = self._conn
+        if conn is None:
+            raise StopAsyncIteration
+        chunk = await conn.read_chunk(self._read_timeout)
+        if chunk is None:
+            raise BackendTimeout("Backend service stopped sending the response")
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
+
+    async def read_rest(self) -> None:
+        """Read the rest of the body and drop it (to keep the connection)."""
+        async for _ in self:
+            pass
+
+    def release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._pool.release(conn)
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+            self._pool.release(conn)
+
+
+class UpstreamClient:
+    def __init__(self, pool: ConnectionPool, read_timeout: float) -> None:
+        self.pool = pool
+        self.read_timeout = read_timeout
+
+    async def send(self, method: str, data: bytes) -> UpstreamResponse:
+        """Send an encoded request (see `encode_request`) and wait for the response head."""
+        head_only = method == "HEAD"
+        for attempt in (1, 2):
+            conn = await self.pool.acquire()
+            reused = conn.exchanges > 0
+            try:
+                conn.send(data, head_only)
+                if not await conn.read_head(self.read_timeout):
+                    raise BackendTimeout()
+            except BackendConnectionFailure:
+                conn.close()
+                self.pool.release(conn)
+                if attempt == 1 and reused and not conn.received_any and method in IDEMPOTENT:
+                    continue
+                raise
+            except BaseException:
+                conn.close()  # cancelled (the client left), timed out or broken mid-exchange
+                self.pool.release(conn)
+                raise
+            if not 200 <= conn.status <= 599:
+                conn.close()
+                self.pool.release(conn)
+                raise BackendProtocolError()
+            return UpstreamResponse(conn, self.pool, self.read_timeout)
+        raise AssertionError("unreachable")
