@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
@@ -13,6 +14,8 @@ from aigw.errors import (
 )
 from aigw.upstream.connection import UpstreamConnection
 from aigw.upstream.pool import ConnectionPool, Origin
+
+log = logging.getLogger("aigw.upstream")
 
 # A request that failed on a reused connection before any answer byte is sent again once
 # on a new one (the backend closed the idle connection as we wrote), if repeating it is
@@ -126,6 +129,13 @@ class UpstreamResponse:
         if conn is not None:
             conn.close()
             self._pool.release(conn)
+
+    def __del__(self) -> None:
+        conn = getattr(self, "_conn", None)
+        if conn is not None:
+            log.warning("a backend response was dropped without being released")
+            self._conn = None
+            self._pool.abandon(conn)
 
 
 class UpstreamClient:

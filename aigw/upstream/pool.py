@@ -51,6 +51,7 @@ class ConnectionPool:
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._sweep: asyncio.TimerHandle | None = None
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def in_use(self) -> int:
@@ -61,7 +62,7 @@ class ConnectionPool:
         return len(self._idle)
 
     async def acquire(self) -> UpstreamConnection:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         deadline: float | None = None
         while True:
             now = loop.time()
@@ -96,6 +97,14 @@ class ConnectionPool:
         else:
             conn.close()
         self._wake_one()
+
+    def abandon(self, conn: UpstreamConnection) -> None:
+        """A response dropped without `release` (a bug): close its connection and free its
+        slot, from wherever the garbage collector runs, so the pool cannot leak away."""
+        conn.close()
+        self._in_use -= 1
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake_one)
 
     def close(self) -> None:
         self._closed = True

@@ -195,3 +195,20 @@ async def test_cancelling_the_wait_for_the_head_closes_the_connection_and_frees_
         assert client.pool.in_use == 0
         assert client.pool.idle == 0
         await asyncio.wait_for(server.peers[0].eof.wait(), WAIT)
+
+
+async def test_a_response_dropped_without_release_gives_its_slot_back(
+    clients: Clients, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with serving(answer_each(OK)) as server:
+        client = clients(server.url(), limit=1, pool_timeout=WAIT)
+        response = await send(client)
+        assert client.pool.in_use == 1
+        waiting = asyncio.create_task(send(client))
+        await settle()
+        assert not waiting.done()  # the only connection is held
+        del response  # a bug elsewhere: never released; the last reference goes
+        assert client.pool.in_use == 0
+        assert "dropped without being released" in caplog.text
+        assert await body_of(await asyncio.wait_for(waiting, WAIT)) == b"ok"
+        assert server.connections == 2  # the dropped one's connection was closed, not reused
