@@ -10,7 +10,7 @@ periods nobody touches any more, so memory stays bounded however many keys pass 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aigw.limits import windows
 from aigw.limits.store import Taken
@@ -20,6 +20,7 @@ from aigw.limits.store import Taken
 class _Window:
     buckets: dict[int, int]  # bucket index -> units, no zero entries
     expires: float  # when the newest bucket leaves the window: the record is dead after it
+    held: dict[int, int] = field(default_factory=dict)  # bucket index -> units held in it
 
 
 _WindowName = tuple[str, float]  # (key, window)
@@ -56,45 +57,69 @@ class MemoryCounterStore:
         return len(self._windows) + len(self._periods)
 
     async def window_take(
-        self, key: str, window: float, limit: int, cost: int, now: float
+        self,
+        key: str,
+        window: float,
+        limit: int,
+        cost: int,
+        now: float,
+        *,
+        fit: int | None = None,
+        held: int = 0,
     ) -> Taken:
         self._sweep(now)
         current = windows.bucket_index(now, window)
         bucket = current * windows.bucket_size(window)
         record = self._live_window(key, window, now)
         used = sum(record.buckets.values()) if record else 0
-        if not windows.fits(used, cost, limit):
-            buckets = record.buckets if record else {}
-            wait = windows.retry_after(buckets, window, limit, cost, now)
+        must_fit = cost if fit is None else fit
+        if not windows.fits(used, must_fit, limit):
+            buckets, holds = (record.buckets, record.held) if record else ({}, {})
+            wait = windows.retry_after(buckets, window, limit, must_fit, now, holds)
             return Taken(False, used, max(0, limit - used), wait, bucket)
         if cost > 0:
             if record is None:
                 record = self._windows[(key, window)] = _Window({}, -math.inf)
             record.buckets[current] = record.buckets.get(current, 0) + cost
             record.expires = max(record.expires, bucket + window)
+            if held > 0:
+                record.held[current] = record.held.get(current, 0) + held
             used += cost
         return Taken(True, used, max(0, limit - used), 0.0, bucket)
 
     async def window_adjust(
-        self, key: str, window: float, bucket: float, delta: int, now: float
+        self,
+        key: str,
+        window: float,
+        bucket: float,
+        delta: int,
+        now: float,
+        *,
+        held: int = 0,
+        held_bucket: float | None = None,
     ) -> None:
+        oldest = windows.oldest_index(now, window)
         index = windows.index_of(bucket, window)
-        if delta == 0 or index < windows.oldest_index(now, window):
-            return  # those units have left the window: correcting them changes nothing
+        held_index = index if held_bucket is None else windows.index_of(held_bucket, window)
+        # Units that left the window: correcting them changes nothing.
+        delta = delta if index >= oldest else 0
+        held = held if held_index >= oldest else 0
+        if delta == 0 and held == 0:
+            return
         record = self._live_window(key, window, now)
         if record is None:
-            if delta < 0:
+            if delta <= 0:
                 return
             record = self._windows[(key, window)] = _Window({}, -math.inf)
-        units = record.buckets.get(index, 0) + delta
+        if held:
+            _add(record.held, held_index, held)
+        if delta == 0:
+            return
         # Never below zero: a correction must not hand out credit beyond what was counted.
-        if units > 0:
-            record.buckets[index] = units
+        if _add(record.buckets, index, delta) > 0:
             record.expires = max(record.expires, index * windows.bucket_size(window) + window)
-        else:
-            record.buckets.pop(index, None)
-            if not record.buckets:
-                del self._windows[(key, window)]
+        elif not record.buckets:
+            del self._windows[(key, window)]
 
     async def window_peek(self, key: str, window: float, limit: int, now: float) -> Taken:
         # A take of 0 adds nothing and answers exactly the peek's question.
@@ -134,6 +159,8 @@ class MemoryCounterStore:
         stale = [index for index in record.buckets if index < oldest]
         for index in stale:
             del record.buckets[index]
+        for index in [index for index in record.held if index < oldest]:
+            del record.held[index]
         if not record.buckets:
             del self._windows[(key, window)]
             return None
@@ -153,3 +180,13 @@ class MemoryCounterStore:
                     del self._windows[name]
             elif name[2] <= now:  # the period has ended
                 self._periods.pop(name, None)
+
+
+def _add(counts: dict[int, int], index: int, delta: int) -> int:
+    """Adds `delta` to `counts[index]`, dropping the entry at zero or below; the new count."""
+    units = counts.get(index, 0) + delta
+    if units > 0:
+        counts[index] = units
+    else:
+        counts.pop(index, None)
+    return units

@@ -1,7 +1,8 @@
 """The Redis counter store: counters shared by every gateway replica.
 
-Each take and each adjust is one round trip: a Lua script (EVALSHA, loaded on NOSCRIPT) that
-reads, decides and writes atomically on the server, so concurrent replicas cannot overshoot.
+Each take and each adjust is one round trip: a Lua script (EVALSHA; EVAL once after NOSCRIPT,
+which also loads it) that reads, decides and writes atomically on the server, so concurrent
+replicas cannot overshoot. The calls go over one pipelined connection (`redis_connection`).
 
 Layout, all keys with a TTL so Redis never fills with dead counters:
 - `aigw:w:{key}:{window}`: a hash per sliding window, one field per bucket index (units in
@@ -24,18 +25,15 @@ the real date still expires keys on time.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
-
 from aigw.limits import windows
+from aigw.limits.redis_connection import RedisAddress, RedisConnection, RedisReplyError
 from aigw.limits.store import CounterStoreUnavailable, Taken
 
 log = logging.getLogger("aigw.limits")
@@ -45,13 +43,14 @@ PERIOD_MARGIN = 60.0  # seconds a period counter outlives its end (replicas' clo
 # A window hash holds one field per bucket index, plus `n` (the units in those fields) and
 # `o` (no bucket field below this index is left). A take then reads two fields and drops the
 # few buckets that left since the last take, instead of summing all sixty; the full list is
-# read only for a refusal (for the retry-after walk) or after a long pause.
+# read only for a refusal (for the retry-after walk) or after a long pause. `h{index}`
+# fields mark how many of a bucket's units requests in flight hold; they leave with it.
 # Numbers go back to Redis as ARGV strings or through `int()`, never as bare Lua numbers:
 # Lua prints large ones in exponent form, which HINCRBY refuses.
 _LUA_INT = "local function int(v) return string.format('%d', v) end\n"
 
-# KEYS[1] window hash; ARGV oldest bucket, current bucket, limit, cost, ttl ms.
-# Allowed: {1, used}. Refused: {0, used, {bucket, units, ...}}.
+# KEYS[1] window hash; ARGV oldest bucket, current bucket, limit, cost, ttl ms, fit, held.
+# Allowed: {1, used}. Refused: {0, used, {field, units, ...}} (buckets and held marks).
 _WINDOW_TAKE = (
     _LUA_INT
     + """
@@ -61,6 +60,10 @@ local cost = tonumber(ARGV[4])
 local state = redis.call('HMGET', h, 'n', 'o')
 local used = tonumber(state[1]) or 0
 local from = tonumber(state[2]) or oldest
+local function index(field)
+  if string.sub(field, 1, 1) == 'h' then return tonumber(string.sub(field, 2)), true end
+  return tonumber(field), false
+end
 if from < oldest then
   local gone, left = {}, 0
   if oldest - from <= 64 then
@@ -68,13 +71,14 @@ if from < oldest then
     for _, units in ipairs(redis.call('HMGET', h, unpack(gone))) do
       if units then left = left + tonumber(units) end
     end
+    for b = from, oldest - 1 do gone[#gone + 1] = 'h' .. int(b) end
   else
     local flat = redis.call('HGETALL', h)
     for i = 1, #flat, 2 do
-      local b = tonumber(flat[i])
+      local b, mark = index(flat[i])
       if b and b < oldest then
         gone[#gone + 1] = flat[i]
-        left = left + tonumber(flat[i + 1])
+        if not mark then left = left + tonumber(flat[i + 1]) end
       end
     end
   end
@@ -82,10 +86,11 @@ if from < oldest then
   used = used - left
   redis.call('HSET', h, 'n', int(used), 'o', ARGV[1])
 end
-if used + math.max(cost, 1) <= tonumber(ARGV[3]) then
+if used + math.max(tonumber(ARGV[6]), 1) <= tonumber(ARGV[3]) then
   if cost > 0 then
     redis.call('HINCRBY', h, ARGV[2], ARGV[4])
     redis.call('HINCRBY', h, 'n', ARGV[4])
+    if ARGV[7] ~= '0' then redis.call('HINCRBY', h, 'h' .. ARGV[2], ARGV[7]) end
     if not state[2] then redis.call('HSET', h, 'o', ARGV[1]) end
     redis.call('PEXPIRE', h, ARGV[5])
   end
@@ -93,7 +98,7 @@ if used + math.max(cost, 1) <= tonumber(ARGV[3]) then
 end
 local flat, live = redis.call('HGETALL', h), {}
 for i = 1, #flat, 2 do
-  local b = tonumber(flat[i])
+  local b = index(flat[i])
   if b and b >= oldest then
     live[#live + 1] = flat[i]
     live[#live + 1] = flat[i + 1]
@@ -103,9 +108,10 @@ return {0, used, live}
 """
 )
 
-# KEYS[1] window hash; ARGV bucket, delta, ttl ms, oldest bucket. The caller has checked
-# the bucket against its clock; `o` catches a bucket a replica ahead of it already dropped.
-# A bucket never goes below zero (an emptied field is removed).
+# KEYS[1] window hash; ARGV bucket, delta, ttl ms, oldest bucket, held bucket, held. The
+# caller has checked both buckets against its clock; `o` catches a bucket a replica ahead of
+# it already dropped. A bucket never goes below zero (an emptied field is removed), nor does
+# a held mark.
 _WINDOW_ADJUST = (
     _LUA_INT
     + """
@@ -115,9 +121,14 @@ local from = redis.call('HGET', h, 'o')
 if not from then
   if delta <= 0 then return 0 end
   redis.call('HSET', h, 'o', ARGV[4])
-elseif tonumber(ARGV[1]) < tonumber(from) then
-  return 0
+  from = ARGV[4]
 end
+from = tonumber(from)
+if ARGV[6] ~= '0' and tonumber(ARGV[5]) >= from then
+  local mark = 'h' .. ARGV[5]
+  if redis.call('HINCRBY', h, mark, ARGV[6]) <= 0 then redis.call('HDEL', h, mark) end
+end
+if delta == 0 or tonumber(ARGV[1]) < from then return 0 end
 local units = redis.call('HINCRBY', h, ARGV[1], ARGV[2])
 if units <= 0 then
   redis.call('HDEL', h, ARGV[1])
@@ -182,41 +193,42 @@ def _ms(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
 
 
+@dataclass(frozen=True, slots=True)
+class _Script:
+    text: str
+    sha: str
+
+    @classmethod
+    def of(cls, text: str) -> _Script:
+        # The name Redis gives a script (EVALSHA), not a security measure.
+        return cls(text, hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest())
+
+
+_SCRIPTS = [
+    _Script.of(text) for text in (_WINDOW_TAKE, _WINDOW_ADJUST, _PERIOD_TAKE, _PERIOD_ADJUST)
+]
+
+
 class RedisCounterStore:
-    def __init__(self, url: str, *, timeout: float = 0.5, max_connections: int = 64) -> None:
+    def __init__(self, url: str, *, timeout: float = 0.5) -> None:
+        """ValueError if the URL asks for something the store cannot do."""
         self._timeout = timeout
         self._where, self._secrets = _describe(url)
-        # A blocking pool queues a burst beyond `max_connections` instead of failing it. No
-        # hidden retries: a take either answers within `timeout` or fails, and a retried
-        # script could charge twice. Stale sockets after a Redis restart are noticed (and
-        # reconnected) by the pool before a command is sent.
-        self._pool = BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=timeout,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
-        self._client = Redis.from_pool(self._pool)
-        self._scripts = [
-            self._client.register_script(text)
-            for text in (_WINDOW_TAKE, _WINDOW_ADJUST, _PERIOD_TAKE, _PERIOD_ADJUST)
-        ]
-        self._window_take, self._window_adjust, self._period_take, self._period_adjust = (
-            self._scripts
-        )
+        # No hidden retries: a take either answers within `timeout` or fails, and a retried
+        # script could charge twice (only NOSCRIPT, which ran nothing, is sent again).
+        self._connection = RedisConnection(RedisAddress.parse(url))
+        self._window_take, self._window_adjust, self._period_take, self._period_adjust = _SCRIPTS
         self._closed = False
 
     async def start(self) -> None:
         """Checks the connection and loads the scripts. Failing here is not fatal: requests
         follow their policy's `on-store-error` until Redis answers."""
+        deadline = asyncio.get_running_loop().time() + self._timeout * (1 + len(_SCRIPTS))
         try:
-            async with asyncio.timeout(self._timeout * (1 + len(self._scripts))):
-                await self._client.ping()
-                for script in self._scripts:
-                    await self._client.script_load(script.script)
-        except (RedisError, OSError, TimeoutError) as exc:
+            await self._connection.call(("PING",), deadline)
+            for script in _SCRIPTS:
+                await self._connection.call(("SCRIPT", "LOAD", script.text), deadline)
+        except (RedisReplyError, OSError, TimeoutError) as exc:
             log.warning(
                 "counter store: %s; limits follow on-store-error until it answers",
                 self._unavailable(exc),
@@ -226,30 +238,58 @@ class RedisCounterStore:
         if self._closed:
             return
         self._closed = True
-        await self._client.aclose()
+        self._connection.close()
 
     async def window_take(
-        self, key: str, window: float, limit: int, cost: int, now: float
+        self,
+        key: str,
+        window: float,
+        limit: int,
+        cost: int,
+        now: float,
+        *,
+        fit: int | None = None,
+        held: int = 0,
     ) -> Taken:
         current = windows.bucket_index(now, window)
         bucket = current * windows.bucket_size(window)
-        args = (windows.oldest_index(now, window), current, limit, cost, _window_ttl(window))
+        must_fit = cost if fit is None else fit
+        args = (
+            windows.oldest_index(now, window),
+            current,
+            limit,
+            cost,
+            _window_ttl(window),
+            must_fit,
+            held if cost > 0 else 0,
+        )
         reply = await self._run(self._window_take, window_key(key, window), args)
         allowed, used = bool(reply[0]), int(reply[1])
         if allowed:
             return Taken(True, used, max(0, limit - used), 0.0, bucket)
-        flat = reply[2]
-        live = {int(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
-        wait = windows.retry_after(live, window, limit, cost, now)
+        live, holds = _fields(reply[2])
+        wait = windows.retry_after(live, window, limit, must_fit, now, holds)
         return Taken(False, used, max(0, limit - used), wait, bucket)
 
     async def window_adjust(
-        self, key: str, window: float, bucket: float, delta: int, now: float
+        self,
+        key: str,
+        window: float,
+        bucket: float,
+        delta: int,
+        now: float,
+        *,
+        held: int = 0,
+        held_bucket: float | None = None,
     ) -> None:
+        oldest = windows.oldest_index(now, window)
         index = windows.index_of(bucket, window)
-        if delta == 0 or index < windows.oldest_index(now, window):
+        held_index = index if held_bucket is None else windows.index_of(held_bucket, window)
+        delta = delta if index >= oldest else 0
+        held = held if held_index >= oldest else 0
+        if delta == 0 and held == 0:
             return  # those units have left the window: no round trip needed
-        args = (index, delta, _window_ttl(window), windows.oldest_index(now, window))
+        args = (index, delta, _window_ttl(window), oldest, held_index, held)
         await self._run(self._window_adjust, window_key(key, window), args)
 
     async def window_peek(self, key: str, window: float, limit: int, now: float) -> Taken:
@@ -278,15 +318,21 @@ class RedisCounterStore:
             self._period_adjust, period_key(key, period_start, period_end), (delta, ttl)
         )
 
-    async def _run(self, script: AsyncScript, key: str, args: tuple[int | float, ...]) -> Any:
+    async def _run(self, script: _Script, key: str, args: tuple[int, ...]) -> Any:
         if self._closed:
             raise CounterStoreUnavailable(f"Redis counter store at {self._where} is closed")
+        # One deadline for the whole call (connecting, the script, its reload after NOSCRIPT):
+        # what the caller was promised.
+        deadline = asyncio.get_running_loop().time() + self._timeout
         try:
-            # The socket timeouts bound each step; this bounds the whole call (waiting for a
-            # pooled connection, connecting, NOSCRIPT reload) to what the caller was promised.
-            async with asyncio.timeout(self._timeout):
-                return await script(keys=[key], args=args)
-        except (RedisError, OSError, TimeoutError) as exc:
+            try:
+                return await self._connection.call(("EVALSHA", script.sha, 1, key, *args), deadline)
+            except RedisReplyError as exc:
+                if not str(exc).startswith("NOSCRIPT"):
+                    raise
+                # Redis restarted or was flushed: EVAL runs the script and caches it again.
+                return await self._connection.call(("EVAL", script.text, 1, key, *args), deadline)
+        except (RedisReplyError, OSError, TimeoutError) as exc:
             raise self._unavailable(exc) from exc
 
     def _unavailable(self, exc: BaseException) -> CounterStoreUnavailable:
@@ -296,6 +342,19 @@ class RedisCounterStore:
         return CounterStoreUnavailable(
             f"Redis at {self._where} is unavailable: {type(exc).__name__}: {detail}"
         )
+
+
+def _fields(flat: list[Any]) -> tuple[dict[int, int], dict[int, int]]:
+    """A refused take's window fields: units per bucket, and units held per bucket."""
+    buckets: dict[int, int] = {}
+    holds: dict[int, int] = {}
+    for i in range(0, len(flat), 2):
+        name = flat[i].decode() if isinstance(flat[i], bytes) else str(flat[i])
+        if name.startswith("h"):
+            holds[int(name[1:])] = int(flat[i + 1])
+        else:
+            buckets[int(name)] = int(flat[i + 1])
+    return buckets, holds
 
 
 def _window_ttl(window: float) -> int:

@@ -9,6 +9,9 @@
 
 `*_take` checks and adds in one atomic step; `*_adjust` corrects what was taken once the
 real cost is known (positive or negative), in the bucket or period where it was taken.
+A window take can check one amount (`fit`) and add a larger one, part of which a request in
+flight *holds* (`held`: the completion it may use) until its adjust releases it; held units
+count like the others, but a refusal they cause gets a short `retry_after`.
 Two siblings implement it: memory (one process) and Redis (shared by replicas).
 """
 
@@ -41,14 +44,33 @@ class CounterStore(Protocol):
     async def close(self) -> None: ...
 
     async def window_take(
-        self, key: str, window: float, limit: int, cost: int, now: float
+        self,
+        key: str,
+        window: float,
+        limit: int,
+        cost: int,
+        now: float,
+        *,
+        fit: int | None = None,
+        held: int = 0,
     ) -> Taken:
-        """Add `cost` if `used + cost <= limit` (with cost 0: if `used < limit`)."""
+        """Add `cost` if `used + fit <= limit` (`fit` defaults to `cost`; with 0: if
+        `used < limit`). `held` (at most `cost`) of the units added are marked as held."""
 
     async def window_adjust(
-        self, key: str, window: float, bucket: float, delta: int, now: float
+        self,
+        key: str,
+        window: float,
+        bucket: float,
+        delta: int,
+        now: float,
+        *,
+        held: int = 0,
+        held_bucket: float | None = None,
     ) -> None:
-        """Add `delta` (may be negative) to `bucket` if it is still inside the window."""
+        """Add `delta` (may be negative) to `bucket`, and `held` (negative: a release) to
+        the units marked held in `held_bucket` (default `bucket`); each only if its bucket
+        is still inside the window."""
 
     async def window_peek(self, key: str, window: float, limit: int, now: float) -> Taken:
         """The current state without taking anything (for remaining-* headers)."""

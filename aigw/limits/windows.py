@@ -5,6 +5,10 @@ epoch and named by their index (bucket `i` starts at `i * size`). A bucket at ti
 until `b + window`; after that it has left the window. The stores keep `{index: units}` and
 ask these functions which indices still count and how long a refused caller must wait.
 
+Units a request in flight *holds* (the completion it may still use; given back, less what it
+used, when it ends) count like any other, but a refusal they cause is told to come back soon
+rather than when their bucket leaves the window.
+
 Quota periods are fixed windows: calendar hours, days, weeks (from Monday), months and years
 in UTC, or N seconds from the epoch or from a given first start (`quota-by-key`).
 """
@@ -17,6 +21,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal, get_args
 
 BUCKETS_PER_WINDOW = 60
+# How long a caller refused only because of what requests in flight hold is told to wait:
+# those come back when the requests end, usually within a second or two, not a window later.
+HELD_RETRY = 1.0
 
 QuotaPeriod = Literal["Hourly", "Daily", "Weekly", "Monthly", "Yearly"]
 QUOTA_PERIODS: tuple[QuotaPeriod, ...] = get_args(QuotaPeriod)
@@ -66,12 +73,28 @@ def used_in_window(buckets: Mapping[int, int], oldest: int) -> int:
 
 
 def retry_after(
-    buckets: Mapping[int, int], window: float, limit: int, cost: int, now: float
+    buckets: Mapping[int, int],
+    window: float,
+    limit: int,
+    cost: int,
+    now: float,
+    held: Mapping[int, int] | None = None,
 ) -> float:
     """The smallest wait after which `cost` units fit, assuming nothing else is taken.
 
     Walks the buckets inside the window oldest first until enough units have left. A cost
-    that can never fit (`cost > limit`) gets `window`: the caller decides what to say."""
+    that can never fit (`cost > limit`) gets `window`: the caller decides what to say.
+    `held` (bucket index -> units of it that requests in flight hold) shortens the wait: the
+    time for the other units to leave, and no more than `HELD_RETRY` for the held ones."""
+    every = _leaving(buckets, window, limit, cost, now)
+    if not held or every <= HELD_RETRY:
+        return every
+    settled = {i: n - min(n, max(0, held.get(i, 0))) for i, n in buckets.items()}
+    return max(_leaving(settled, window, limit, cost, now), HELD_RETRY)
+
+
+def _leaving(buckets: Mapping[int, int], window: float, limit: int, cost: int, now: float) -> float:
+    """The wait for enough of `buckets` to leave the window that `cost` fits."""
     if max(cost, 1) > limit:
         return float(window)
     oldest = oldest_index(now, window)

@@ -27,14 +27,20 @@ STORE_RETRY_SECONDS = 5
 def counter_store(build: BuildContext) -> CounterStore:
     counters = build.settings.counters if build.settings is not None else None
     url = counters.url if counters is not None else None
-    if url is None:
-        from aigw.limits.memory_store import MemoryCounterStore
+    from aigw.limits.memory_store import MemoryCounterStore
 
+    if url is None:
         return build.shared(("counters", None), MemoryCounterStore)
     from aigw.limits.redis_store import RedisCounterStore
 
     timeout = counters.timeout if counters is not None else 0.5
-    return build.shared(("counters", url), lambda: RedisCounterStore(url, timeout=timeout))
+    try:
+        return build.shared(("counters", url), lambda: RedisCounterStore(url, timeout=timeout))
+    except ValueError as exc:  # something in the URL the store cannot do: a config error
+        if not any(issue.path == "counters.url" for issue in build.issues.issues):
+            build.issues.add("counters.url", str(exc))
+        # Never serves: the config does not load with an issue.
+        return build.shared(("counters", None), MemoryCounterStore)
 
 
 def token_counter(build: BuildContext) -> TokenCounter:

@@ -2,11 +2,14 @@
 counter key, as APIM has them, with exact counts for streams and an optional strict mode.
 
 Before forwarding, the policy takes the request's cost from the counters: the prompt
-estimate when `estimate-prompt-tokens` is on (plus `max_tokens` in strict mode), else
-nothing — then only an exhausted counter refuses. A refusal is 429 (tokens per minute, with
-an honest `Retry-After`) or 403 (quota, with the time it renews), and nothing is charged.
-After the response, the actual usage replaces what was taken. See the README for windows,
-streams and the multi-replica setup.
+estimate when `estimate-prompt-tokens` is on, else nothing. As in APIM, the request is
+admitted if that prompt fits in what is left (without estimation: if anything is left). The
+minute window also holds the completion the request declares (`max_tokens` …) until it
+ends, so concurrent requests see it. Strict mode admits only if prompt and completion (with
+`strict-max-tokens` when none is declared) fit, in the quota too. A refusal is 429 (tokens
+per minute, with an honest `Retry-After`) or 403 (quota, with the time it renews), and
+nothing is charged. After the response, the actual usage replaces what was taken. See the
+README for windows, streams and the multi-replica setup.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ class TokenLimitConfig(PolicyConfig):
     remaining_quota_tokens_variable_name: str | None = None
     tokens_consumed_header_name: str | None = None
     tokens_consumed_variable_name: str | None = None
-    # Ours: reserve prompt + max_tokens before forwarding, so concurrency cannot overshoot.
+    # Ours: admit only if prompt + max_tokens fit, so concurrency cannot overshoot.
     strict: bool = False
     strict_max_tokens: int = Field(DEFAULT_STRICT_MAX_TOKENS, gt=0)
     on_store_error: StoreErrorMode = "fail-closed"
@@ -77,7 +80,9 @@ class TokenLimitConfig(PolicyConfig):
 @dataclass(slots=True)
 class Reservation:
     key: str
-    cost: int
+    cost: int  # taken from the minute window: the prompt estimate and the completion held
+    held: int  # of `cost`, the completion bound: released when the request ends
+    quota_cost: int  # taken from the quota: `cost` in strict mode, else the prompt estimate
     minute: Taken | None
     quota: Taken | None
     period: tuple[float, float] | None
@@ -114,12 +119,13 @@ class TokenLimit(Policy):
         if not key:
             raise ExpressionEvaluationFailure(detail=f"{self.name}: counter-key is empty")
         prompt = await meter.estimate_prompt() if self.estimate else 0
-        cost = prompt
-        if self.config.strict and meter.operation != "embeddings":  # no completion there
-            cost += _max_tokens(meter.body, self.config.strict_max_tokens)
+        completion = 0
+        if meter.operation != "embeddings":  # no completion there
+            fallback = self.config.strict_max_tokens if self.config.strict else 0
+            completion = _max_tokens(meter.body, fallback)
         now = ctx.clock.now().timestamp()
         try:
-            reservation = await self._take(ctx, key, cost, now)
+            reservation = await self._take(ctx, key, prompt, completion, now)
         except CounterStoreUnavailable as exc:
             store_failure(ctx, self.name, self.config.on_store_error, exc)
             return None
@@ -140,15 +146,22 @@ class TokenLimit(Policy):
             )
         return None
 
-    async def _take(self, ctx: RequestContext, key: str, cost: int, now: float) -> Reservation:
+    async def _take(
+        self, ctx: RequestContext, key: str, prompt: int, completion: int, now: float
+    ) -> Reservation:
         config = self.config
+        cost = prompt + completion
+        # What must fit for admission: all of it in strict mode, else the prompt (APIM's rule).
+        # The completion is held either way, so concurrent requests see it.
+        fit = cost if config.strict else prompt
+        quota_cost = cost if config.strict else prompt
         minute: Taken | None = None
         if config.tokens_per_minute is not None:
             minute = await self.store.window_take(
-                f"tpm:{key}", MINUTE, config.tokens_per_minute, cost, now
+                f"tpm:{key}", MINUTE, config.tokens_per_minute, cost, now, fit=fit, held=completion
             )
             if not minute.allowed:
-                minute = await self._refused_minute(ctx, key, cost, now, minute)
+                minute = await self._refused_minute(ctx, key, cost, fit, completion, now, minute)
         quota: Taken | None = None
         period = None
         if config.token_quota is not None and config.token_quota_period is not None:
@@ -156,22 +169,31 @@ class TokenLimit(Policy):
             if minute is not None and cost:
                 # From here what the minute took is settled like a reservation: given back if
                 # the quota refuses (nothing is charged then) or cannot be reached.
-                ctx.policy_state[self] = Reservation(key, cost, minute, None, None)
+                ctx.policy_state[self] = Reservation(key, cost, completion, 0, minute, None, None)
+            # Default mode holds nothing here: a quota's 403 says "wait for the renewal", which
+            # must not come from what requests in flight merely hold for a second.
             quota = await self.store.period_take(
-                f"tokens:{key}", period[0], period[1], config.token_quota, cost, now
+                f"tokens:{key}", period[0], period[1], config.token_quota, quota_cost, now
             )
             if not quota.allowed:
-                quota = await self._refused_quota(ctx, key, cost, period, quota)
-        return Reservation(key, cost, minute, quota, period)
+                quota = await self._refused_quota(ctx, key, quota_cost, period, quota)
+        return Reservation(key, cost, completion, quota_cost, minute, quota, period)
 
     async def _refused_minute(
-        self, ctx: RequestContext, key: str, cost: int, now: float, taken: Taken
+        self,
+        ctx: RequestContext,
+        key: str,
+        cost: int,
+        fit: int,
+        held: int,
+        now: float,
+        taken: Taken,
     ) -> Taken:
         limit = self.config.tokens_per_minute
         assert limit is not None
-        if cost > limit:
+        if fit > limit:
             error = GatewayError(
-                f"Request too large: it needs {cost} tokens, the limit is {limit} tokens per "
+                f"Request too large: it needs {fit} tokens, the limit is {limit} tokens per "
                 "minute.",
                 status_code=429,
                 reason="TokenLimitExceeded",
@@ -192,7 +214,7 @@ class TokenLimit(Policy):
         record_shadow_rejection(ctx, self, error)
         # Shadow mode lets it through, and counts it, so later decisions stay true.
         bucket = bucket_start(now, MINUTE)
-        await self.store.window_adjust(f"tpm:{key}", MINUTE, bucket, cost, now)
+        await self.store.window_adjust(f"tpm:{key}", MINUTE, bucket, cost, now, held=held)
         return Taken(True, taken.used + cost, max(0, limit - taken.used - cost), 0.0, bucket)
 
     async def _refused_quota(
@@ -228,8 +250,12 @@ class TokenLimit(Policy):
             # A buffered JSON answer: its headers can say what it cost. The counters are
             # corrected after the answer went out, off the response's path.
             reservation.minute, reservation.quota = (
-                _after(reservation.minute, consumed - reservation.cost),
-                _after(reservation.quota, consumed - reservation.cost),
+                _after(
+                    reservation.minute, consumed - reservation.cost, self.config.tokens_per_minute
+                ),
+                _after(
+                    reservation.quota, consumed - reservation.quota_cost, self.config.token_quota
+                ),
             )
         self._publish_headers(ctx, response, reservation, consumed)
         return response
@@ -245,24 +271,40 @@ class TokenLimit(Policy):
         # request costs nothing. Otherwise it costs what it used, streams included.
         consumed = usage.total_tokens if usage is not None else 0
         publish(ctx, None, None, self.config.tokens_consumed_variable_name, consumed)
-        delta = consumed - reservation.cost
-        if delta:
-            self.writes.submit(self._correct(reservation, delta, ctx.clock.now().timestamp()))
+        # Written if anything changes: a count to correct, or a hold to release.
+        minute = reservation.minute is not None and (
+            consumed != reservation.cost or reservation.held > 0
+        )
+        quota = reservation.period is not None and consumed != reservation.quota_cost
+        if minute or quota:
+            self.writes.submit(self._correct(reservation, consumed, ctx.clock.now().timestamp()))
 
-    async def _correct(self, reservation: Reservation, delta: int, now: float) -> None:
+    async def _correct(self, reservation: Reservation, consumed: int, now: float) -> None:
         try:
             if reservation.minute is not None:
                 # Tokens beyond what was taken count from now, when they became known: in
                 # the bucket of the take they would miss the window after a long answer.
-                bucket = reservation.minute.bucket if delta < 0 else bucket_start(now, MINUTE)
-                await self.store.window_adjust(f"tpm:{reservation.key}", MINUTE, bucket, delta, now)
+                # What was held is released where it was taken, in the same step.
+                delta = consumed - reservation.cost
+                taken = reservation.minute.bucket
+                bucket = taken if delta < 0 else bucket_start(now, MINUTE)
+                await self.store.window_adjust(
+                    f"tpm:{reservation.key}",
+                    MINUTE,
+                    bucket,
+                    delta,
+                    now,
+                    held=-reservation.held,
+                    held_bucket=taken,
+                )
             period = self.config.token_quota_period
             if reservation.period is not None and period is not None:
                 # The same for the quota: an answer that ends in the next period counts there.
+                delta = consumed - reservation.quota_cost
                 start, end = reservation.period if delta < 0 else period_bounds(period, now)
                 await self.store.period_adjust(f"tokens:{reservation.key}", start, end, delta)
         except CounterStoreUnavailable as exc:
-            log.warning("%s: could not settle %+d tokens for a request: %s", self.name, delta, exc)
+            log.warning("%s: could not settle a request's %d tokens: %s", self.name, consumed, exc)
 
     def _publish_headers(
         self,
@@ -310,15 +352,17 @@ class TokenLimit(Policy):
         return f"{super().describe()} key={self.counter_key.source} {limits}{estimate}{mode}"
 
 
-def _after(taken: Taken | None, delta: int) -> Taken | None:
-    if taken is None:
+def _after(taken: Taken | None, delta: int, limit: int | None) -> Taken | None:
+    if taken is None or limit is None:
         return None
-    return Taken(True, taken.used + delta, max(0, taken.remaining - delta), 0.0, taken.bucket)
+    # From the limit, not from `remaining`: that stopped at 0 if the take went past the limit.
+    used = taken.used + delta
+    return Taken(True, used, max(0, limit - used), 0.0, taken.bucket)
 
 
 def _max_tokens(body: dict[str, Any], default: int) -> int:
     """The most the completion can use: `n` choices (Chat Completions, Completions) of at
-    most the request's max tokens each."""
+    most the request's max tokens each (`default` each when it declares none)."""
     n = body.get("n")
     choices = n if _positive(n) else 1
     for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):

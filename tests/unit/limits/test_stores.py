@@ -268,6 +268,72 @@ async def test_concurrent_takes_never_exceed_the_limit(
     assert sum(r.allowed for r in quota) == 50
 
 
+async def test_a_take_can_check_less_than_it_adds(
+    store: CounterStore, k: Callable[[str], str]
+) -> None:
+    """Default mode's admission: the prompt must fit; prompt and completion are added."""
+    first = await store.window_take(k("a"), MINUTE, 100, 95, T0, fit=5, held=90)
+    assert (first.allowed, first.used, first.remaining) == (True, 95, 5)
+    second = await store.window_take(k("a"), MINUTE, 100, 40, T0 + 1, fit=5, held=35)
+    assert (second.allowed, second.used, second.remaining) == (True, 135, 0)  # past the limit
+    refused = await store.window_take(k("a"), MINUTE, 100, 40, T0 + 2, fit=1, held=39)
+    assert (refused.allowed, refused.used) == (False, 135)
+    # Without estimation nothing must fit but "anything left".
+    assert (await store.window_take(k("b"), MINUTE, 100, 500, T0, fit=0, held=500)).allowed
+    assert not (await store.window_take(k("b"), MINUTE, 100, 1, T0, fit=0)).allowed
+    assert (await store.window_peek(k("b"), MINUTE, 100, T0)).used == 500
+
+
+async def test_held_units_count_until_released_where_they_were_taken(
+    store: CounterStore, k: Callable[[str], str]
+) -> None:
+    taken = await store.window_take(k("a"), MINUTE, 100, 60, T0, fit=10, held=50)
+    assert (await store.window_peek(k("a"), MINUTE, 100, T0 + 5)).used == 60
+    # The request used 25 of its 60: 35 go back, and its hold is released, in one step.
+    await store.window_adjust(
+        k("a"), MINUTE, taken.bucket, -35, T0 + 5, held=-50, held_bucket=taken.bucket
+    )
+    assert (await store.window_peek(k("a"), MINUTE, 100, T0 + 5)).used == 25
+    # Released: the 25 now wait like any settled tokens (until their bucket leaves).
+    refused = await store.window_take(k("a"), MINUTE, 100, 80, T0 + 6)
+    assert refused.retry_after == taken.bucket + MINUTE - (T0 + 6)
+    # A longer answer: the release where it was taken, the excess in the bucket of now.
+    again = await store.window_take(k("b"), MINUTE, 100, 30, T0, fit=10, held=20)
+    later = T0 + 20
+    await store.window_adjust(
+        k("b"),
+        MINUTE,
+        windows.bucket_start(later, MINUTE),
+        15,
+        later,
+        held=-20,
+        held_bucket=again.bucket,
+    )
+    assert (await store.window_peek(k("b"), MINUTE, 100, later)).used == 45
+    gone = await store.window_peek(k("b"), MINUTE, 100, again.bucket + MINUTE)
+    assert gone.used == 15  # the first bucket left with its 30; the 15 stay
+
+
+async def test_a_refusal_caused_by_held_units_is_told_to_come_back_soon(
+    store: CounterStore, k: Callable[[str], str]
+) -> None:
+    await store.window_take(k("a"), MINUTE, 100, 30, T0)  # settled usage
+    held = await store.window_take(k("a"), MINUTE, 100, 50, T0 + 10, fit=10, held=40)
+    # 30 fit once the 40 held are back: soon, not when the buckets leave (48.75 s).
+    soon = await store.window_take(k("a"), MINUTE, 100, 30, T0 + 11)
+    assert (soon.allowed, soon.retry_after) == (False, windows.HELD_RETRY)
+    # 70 do not fit even then: the settled 30 must leave first, whatever is held.
+    late = await store.window_take(k("a"), MINUTE, 100, 70, T0 + 11)
+    assert late.retry_after == windows.bucket_start(T0, MINUTE) + MINUTE - (T0 + 11)
+    await store.window_adjust(
+        k("a"), MINUTE, held.bucket, -40, T0 + 12, held=-40, held_bucket=held.bucket
+    )
+    assert (await store.window_take(k("a"), MINUTE, 100, 30, T0 + 12)).allowed
+    # Released, nothing is held any more: a refusal waits for buckets again.
+    full = await store.window_take(k("a"), MINUTE, 100, 50, T0 + 13)
+    assert full.retry_after == windows.bucket_start(T0, MINUTE) + MINUTE - (T0 + 13)
+
+
 async def test_period_take_counts_until_the_period_ends(
     store: CounterStore, k: Callable[[str], str]
 ) -> None:
@@ -362,7 +428,7 @@ async def redis_buckets(redis: Redis, name: str) -> tuple[dict[int, int], int]:
     fields = {(f.decode() if isinstance(f, bytes) else f): int(v) for f, v in raw.items()}
     total = fields.pop("n", 0)
     fields.pop("o", None)
-    return {int(f): v for f, v in fields.items()}, total
+    return {int(f): v for f, v in fields.items() if not f.startswith("h")}, total
 
 
 async def test_redis_drops_buckets_that_left_the_window(
@@ -411,6 +477,64 @@ async def test_memory_and_redis_agree_on_a_random_run(
     finally:
         await memory.close()
         await shared.close()
+
+
+async def test_memory_and_redis_agree_with_holds_on_a_random_run(
+    k: Callable[[str], str], redis: Redis
+) -> None:
+    """Takes that check less than they add and hold part of it, releases with settlements."""
+    rng = random.Random(23)
+    memory, shared = MemoryCounterStore(), RedisCounterStore(REDIS_URL)
+    now, holds = T0, list[tuple[float, int, int]]()  # bucket, cost, held of takes in flight
+    refusals = released = 0
+    try:
+        for _ in range(400):
+            now += rng.choice([0.0, 0.3, 1.0, 1.0, 2.0, 5.0, 70.0])
+            if holds and rng.random() < 0.4:
+                bucket, cost, held = holds.pop(rng.randrange(len(holds)))
+                delta = rng.randint(0, cost + 20) - cost
+                target = bucket if delta < 0 else windows.bucket_start(now, MINUTE)
+                for store in (memory, shared):
+                    await store.window_adjust(
+                        k("r"), MINUTE, target, delta, now, held=-held, held_bucket=bucket
+                    )
+                released += 1
+                continue
+            prompt, completion = rng.randint(0, 20), rng.randint(0, 60)
+            fit = rng.choice([prompt, prompt + completion, 0])
+            cost = prompt + completion
+            one = await memory.window_take(k("r"), MINUTE, 150, cost, now, fit=fit, held=completion)
+            two = await shared.window_take(k("r"), MINUTE, 150, cost, now, fit=fit, held=completion)
+            assert one == two
+            if one.allowed:
+                holds.append((one.bucket, cost, completion))
+            else:
+                refusals += 1
+            buckets, total = await redis_buckets(redis, window_key(k("r"), MINUTE))
+            assert total == sum(buckets.values())
+        assert refusals > 50 and released > 100
+    finally:
+        await memory.close()
+        await shared.close()
+
+
+async def test_redis_held_marks_leave_with_their_bucket(
+    k: Callable[[str], str], redis: Redis
+) -> None:
+    store = RedisCounterStore(REDIS_URL)
+    try:
+        taken = await store.window_take(k("a"), MINUTE, 1000, 50, T0, fit=10, held=40)
+        name = window_key(k("a"), MINUTE)
+        mark = f"h{windows.index_of(taken.bucket, MINUTE)}"
+        assert int(await redis.hget(name, mark)) == 40
+        await store.window_take(k("a"), MINUTE, 1000, 5, T0 + MINUTE)  # the bucket left
+        assert await redis.hget(name, mark) is None
+        assert await redis_buckets(redis, name) == (
+            {windows.bucket_index(T0 + MINUTE, MINUTE): 5},
+            5,
+        )
+    finally:
+        await store.close()
 
 
 async def test_replicas_share_redis_counters(k: Callable[[str], str], redis: Redis) -> None:

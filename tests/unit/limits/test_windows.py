@@ -69,6 +69,19 @@ def test_retry_after_waits_for_just_enough_buckets_to_leave() -> None:
     assert windows.retry_after({1000: 20}, 60, 20, 0, 1000.5) == 1060 - 1000.5
 
 
+def test_retry_after_waits_at_most_a_second_for_held_units() -> None:
+    buckets, held = {950: 10, 1000: 10}, {1000: 8}  # at 1000.5: 20 used, 8 of them held
+    # Fits once the 8 held are back: they come back when their requests end.
+    assert windows.retry_after(buckets, 60, 20, 5, 1000.5, held) == windows.HELD_RETRY
+    assert windows.retry_after(buckets, 60, 20, 5, 1000.5) == 1010 - 1000.5  # without marks
+    # Does not fit even then: the settled units of 950 must leave first.
+    assert windows.retry_after(buckets, 60, 20, 15, 1000.5, held) == 1010 - 1000.5
+    # A shorter wait stays as it is; a mark larger than its bucket counts as the bucket.
+    assert windows.retry_after({940: 10, 1000: 10}, 60, 20, 5, 999.5, {1000: 10}) == 0.5
+    assert windows.retry_after({1000: 5}, 60, 5, 1, 1000.5, {1000: 50}) == windows.HELD_RETRY
+    assert windows.retry_after({}, 60, 20, 21, 1000.5, {1000: 5}) == 60.0
+
+
 def test_a_cost_over_the_limit_never_fits_and_gets_the_window() -> None:
     assert windows.retry_after({}, 60, 20, 21, 1000.5) == 60.0
     assert windows.retry_after({}, 3600, 0, 0, 1000.5) == 3600.0

@@ -184,6 +184,94 @@ def test_strict_mode_reserves_max_tokens_so_concurrency_cannot_overshoot(
     assert asyncio.run(admit_all()) == [True, True, False]
 
 
+def test_default_mode_holds_the_declared_completion_until_the_request_ends(
+    clock: ManualClock,
+) -> None:
+    """Admitted as in APIM when its prompt fits, but while it is in flight others see what its
+    max_tokens may still use: concurrency overshoots by one completion at most."""
+    policy = limits(
+        {
+            "counter-key": "k",
+            "tokens-per-minute": 1000,
+            "estimate-prompt-tokens": True,
+            "remaining-tokens-header-name": "x-left",
+        }
+    )
+    body = {**PROMPT, "max_tokens": 995}  # 9 + 995 do not fit in 1000; the prompt does
+    first = request(clock, body)
+
+    async def second_refused() -> GatewayError:
+        with pytest.raises(GatewayError) as caught:
+            await run_statements(policy, request(clock, body))
+        return caught.value
+
+    async def overlap() -> None:
+        assert await run_statements(policy, first) is None
+        refused = await second_refused()
+        assert refused.status_code == 429 and refused.reason == "TokenLimitExceeded"
+        # What stands in the way comes back when the first request ends, not a minute later.
+        assert dict(refused.headers)["Retry-After"] == "1"
+        clock.advance(1)
+        assert (await second_refused()).status_code == 429  # the first is still in flight
+        assert first.usage_meter is not None
+        response = await first.usage_meter.on_response(answer(30))
+        for each in policy:
+            response = await each.on_response(first, response)
+        assert response.headers.get("x-left") == "970"
+        await complete(first)
+        await drain(policy)
+        assert await run_statements(policy, request(clock, body)) is None
+
+    asyncio.run(overlap())
+
+
+def test_default_mode_without_max_tokens_holds_only_the_prompt(clock: ManualClock) -> None:
+    policy = limits({"counter-key": "k", "tokens-per-minute": 20, "estimate-prompt-tokens": True})
+
+    async def concurrent() -> None:
+        # 9 tokens each: two prompts fit, a third does not (what a request declares, it holds).
+        assert await run_statements(policy, request(clock)) is None
+        assert await run_statements(policy, request(clock)) is None
+        with pytest.raises(GatewayError):
+            await run_statements(policy, request(clock))
+
+    asyncio.run(concurrent())
+
+
+def test_strict_mode_refuses_what_default_mode_admits_on_its_prompt(clock: ManualClock) -> None:
+    attributes = {"counter-key": "k", "tokens-per-minute": 1000, "estimate-prompt-tokens": True}
+    body = {**PROMPT, "max_tokens": 995}
+    assert asyncio.run(run_statements(limits(attributes), request(clock, body))) is None
+    strict = limits({**attributes, "strict": True})
+    with pytest.raises(GatewayError) as caught:
+        asyncio.run(run_statements(strict, request(clock, body)))
+    assert "Request too large: it needs 1004 tokens" in caught.value.message
+
+
+def test_a_refusal_behind_reservations_in_flight_is_told_to_come_back_soon(
+    clock: ManualClock,
+) -> None:
+    """Strict mode too: Retry-After counts settled tokens leaving the window, not holds."""
+    policy = limits(
+        {
+            "counter-key": "k",
+            "tokens-per-minute": 1000,
+            "strict": True,
+            "estimate-prompt-tokens": True,
+        }
+    )
+    call(policy, request(clock, {**PROMPT, "max_tokens": 491}), 500)  # settled: 60 s left
+    clock.advance(10)
+    held = request(clock, {**PROMPT, "max_tokens": 400})
+    asyncio.run(run_statements(policy, held))  # holds 409 in flight
+    clock.advance(1)
+    error = refusal(policy, request(clock, {**PROMPT, "max_tokens": 100}))
+    assert dict(error.headers)["Retry-After"] == "1"
+    error = refusal(policy, request(clock, {**PROMPT, "max_tokens": 600}))
+    # 500 + 609 do not fit even once the hold is back: wait for the 500 to leave.
+    assert dict(error.headers)["Retry-After"] == "49"
+
+
 def test_quota_is_403_until_the_period_renews(clock: ManualClock) -> None:
     policy = limits(
         {
@@ -266,7 +354,7 @@ def test_variables_carry_the_numbers(clock: ManualClock) -> None:
 
 
 class BrokenStore:
-    async def window_take(self, *args: Any) -> Any:
+    async def window_take(self, *args: Any, **kwargs: Any) -> Any:
         raise CounterStoreUnavailable("redis at 127.0.0.1:1: connection refused")
 
     period_take = window_take
