@@ -9,8 +9,6 @@ import asyncio
 import time
 from pathlib import Path
 
-import aiohttp
-
 from aigw.identity.tokens import AccessToken, TokenUnavailable
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -53,6 +51,8 @@ class ClientCredentialsProvider:
 
     async def token(self, resource: str) -> AccessToken:
         """`resource` is the scope to ask for (may be empty)."""
+        import aiohttp  # here, not at import: only client-credentials backends need it
+
         # Read in a thread: the assertion file may sit on a slow volume.
         form = await asyncio.to_thread(self._form, resource)
         sent = time.time()

@@ -19,10 +19,11 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-import aiohttp
+if TYPE_CHECKING:
+    import aiohttp
 
 from aigw.jwt.keys import UnusableKey, VerificationKey, fingerprint, keys_from_jwks
 
@@ -141,6 +142,8 @@ class OidcKeySource:
         return _matching(self._keys, kid, alg)
 
     async def start(self) -> None:
+        import aiohttp  # here, not at import: a gateway without OIDC keys never loads it
+
         timeout = aiohttp.ClientTimeout(total=self.limits.timeout)
         self._session = aiohttp.ClientSession(timeout=timeout)
         await self._refresh("start")  # a provider that is down at start is retried below
@@ -233,6 +236,8 @@ class OidcKeySource:
             raise FetchFailed(str(exc)) from None
 
     async def _get_json(self, url: str) -> dict[str, Any]:
+        import aiohttp
+
         assert self._session is not None
         try:
             async with self._session.get(url, allow_redirects=False) as response:

@@ -20,10 +20,10 @@ from collections.abc import Generator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 
-from aigw.admin import AdminServer
 from aigw.app import Gateway
 from aigw.config.errors import ConfigError
 from aigw.config.loader import LoadedConfig
@@ -33,8 +33,11 @@ from aigw.namedvalues.keyvault import load_config_fetching
 from aigw.reload import RuntimeHolder
 from aigw.runtime import build_runtime
 from aigw.server.protocol import EdgeLimits, protocol_with_limits
-from aigw.telemetry.operations import OperationsServer
 from aigw.telemetry.prometheus import MetricsDirectory, PrometheusMetrics
+
+if TYPE_CHECKING:
+    from aigw.admin import AdminServer
+    from aigw.telemetry.operations import OperationsServer
 
 log = logging.getLogger("aigw.server")
 
@@ -136,6 +139,8 @@ def _admin_server(
         except OSError as exc:
             log.error("cannot listen for the admin API on %s:%d: %s", admin.host, admin.port, exc)
             raise SystemExit(1) from None
+    from aigw.admin import AdminServer  # aiohttp's server: loaded only when configured
+
     return AdminServer(holder, admin.host, admin.port, admin_sock)
 
 
@@ -159,6 +164,8 @@ def _operations_server(
                 "cannot listen for operations on %s:%d: %s", operations.host, operations.port, exc
             )
             raise SystemExit(1) from None
+    from aigw.telemetry.operations import OperationsServer  # likewise
+
     return OperationsServer(holder, registry, operations.host, operations.port, sock)
 
 
