@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 
 from aigw.backends.credentials import BackendCredential, credential_header
 from aigw.config.model import BackendConfig
 from aigw.context import RequestContext, Response
-from aigw.errors import BackendProtocolError, BackendTimeout
+from aigw.errors import BackendTimeout
 from aigw.headers import HOP_BY_HOP, Headers
 from aigw.identity.headers import (
     CALLER_CREDENTIALS,
@@ -107,10 +106,6 @@ class HttpBackend:
             body if body or method not in ("GET", "HEAD") else None,
         )
         upstream = await self._client.send(method, data)
-        if _has_bad_header(upstream.raw_headers):
-            # The server could not send these on; better a clear 502 than a broken reply.
-            upstream.close()
-            raise BackendProtocolError()
         response_headers = Headers.from_asgi(upstream.raw_headers).without_hop_by_hop()
 
         async def release() -> None:
@@ -169,11 +164,3 @@ DRAIN_SECONDS = 1.0
 def _small_error(upstream: UpstreamResponse) -> bool:
     length = upstream.content_length
     return upstream.status >= 400 and length is not None and length <= DRAIN_BYTES
-
-
-# Control characters (other than tab) cannot be relayed in a header value.
-_BAD_HEADER_BYTES = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-
-
-def _has_bad_header(raw: list[tuple[bytes, bytes]]) -> bool:
-    return _BAD_HEADER_BYTES.search(b"\t".join(v for _, v in raw)) is not None

@@ -98,14 +98,10 @@ class MemoryCounterStore:
         held: int = 0,
         held_bucket: float | None = None,
     ) -> None:
-        oldest = windows.oldest_index(now, window)
-        index = windows.index_of(bucket, window)
-        held_index = index if held_bucket is None else windows.index_of(held_bucket, window)
-        # Units that left the window: correcting them changes nothing.
-        delta = delta if index >= oldest else 0
-        held = held if held_index >= oldest else 0
-        if delta == 0 and held == 0:
+        live = windows.live_adjustment(window, now, bucket, delta, held, held_bucket)
+        if live is None:
             return
+        index, delta, held_index, held = live.index, live.delta, live.held_index, live.held
         record = self._live_window(key, window, now)
         if record is None:
             if delta <= 0:

@@ -206,10 +206,7 @@ class RedisConnection:
         replies = self._replies
         if replies is None or replies.lost:
             replies = await self._connected(deadline)
-        reply = await replies.send(pack(args), deadline)
-        if isinstance(reply, hiredis.ReplyError):
-            raise RedisReplyError(str(reply))
-        return reply
+        return _checked(await replies.send(pack(args), deadline))
 
     def close(self) -> None:
         # A connection being opened is closed when it is ready (cancelling it would cancel
@@ -240,9 +237,7 @@ class RedisConnection:
             )
             try:
                 for command in address.setup():
-                    reply = await replies.send(pack(command), deadline)
-                    if isinstance(reply, hiredis.ReplyError):
-                        raise RedisReplyError(str(reply))
+                    _checked(await replies.send(pack(command), deadline))
             except BaseException:
                 replies.close(ConnectionError("connection setup failed"))
                 raise
@@ -251,6 +246,12 @@ class RedisConnection:
             raise ConnectionError("the counter store is closed")
         self._replies = replies
         return replies
+
+
+def _checked(reply: Any) -> Any:
+    if isinstance(reply, hiredis.ReplyError):
+        raise RedisReplyError(str(reply))
+    return reply
 
 
 def _retrieve(task: asyncio.Task[_Replies]) -> None:

@@ -282,14 +282,17 @@ class RedisCounterStore:
         held: int = 0,
         held_bucket: float | None = None,
     ) -> None:
-        oldest = windows.oldest_index(now, window)
-        index = windows.index_of(bucket, window)
-        held_index = index if held_bucket is None else windows.index_of(held_bucket, window)
-        delta = delta if index >= oldest else 0
-        held = held if held_index >= oldest else 0
-        if delta == 0 and held == 0:
+        live = windows.live_adjustment(window, now, bucket, delta, held, held_bucket)
+        if live is None:
             return  # those units have left the window: no round trip needed
-        args = (index, delta, _window_ttl(window), oldest, held_index, held)
+        args = (
+            live.index,
+            live.delta,
+            _window_ttl(window),
+            live.oldest,
+            live.held_index,
+            live.held,
+        )
         await self._run(self._window_adjust, window_key(key, window), args)
 
     async def window_peek(self, key: str, window: float, limit: int, now: float) -> Taken:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal, get_args
 
@@ -60,6 +61,37 @@ def oldest_index(now: float, window: float) -> int:
     while index * size + window <= now:
         index += 1
     return index
+
+
+@dataclass(frozen=True, slots=True)
+class Adjustment:
+    """A window adjust reduced to what still counts (see `live_adjustment`)."""
+
+    oldest: int
+    index: int
+    delta: int
+    held_index: int
+    held: int
+
+
+def live_adjustment(
+    window: float,
+    now: float,
+    bucket: float,
+    delta: int,
+    held: int,
+    held_bucket: float | None,
+) -> Adjustment | None:
+    """The parts of an adjust whose buckets are still inside the window (units that left it
+    change nothing when corrected); None when nothing is left to write."""
+    oldest = oldest_index(now, window)
+    index = index_of(bucket, window)
+    held_index = index if held_bucket is None else index_of(held_bucket, window)
+    delta = delta if index >= oldest else 0
+    held = held if held_index >= oldest else 0
+    if delta == 0 and held == 0:
+        return None
+    return Adjustment(oldest, index, delta, held_index, held)
 
 
 def fits(used: int, cost: int, limit: int) -> bool:

@@ -34,13 +34,15 @@ def counter_store(build: BuildContext) -> CounterStore:
     from aigw.limits.redis_store import RedisCounterStore
 
     timeout = counters.timeout if counters is not None else 0.5
-    try:
-        return build.shared(("counters", url), lambda: RedisCounterStore(url, timeout=timeout))
-    except ValueError as exc:  # something in the URL the store cannot do: a config error
-        if not any(issue.path == "counters.url" for issue in build.issues.issues):
-            build.issues.add("counters.url", str(exc))
-        # Never serves: the config does not load with an issue.
-        return build.shared(("counters", None), MemoryCounterStore)
+
+    def open_redis() -> CounterStore:
+        try:
+            return RedisCounterStore(url, timeout=timeout)
+        except ValueError as exc:  # something in the URL the store cannot do
+            build.issues.add("counters.url", str(exc))  # once: the result is shared
+            return MemoryCounterStore()  # never serves: a config with an issue does not load
+
+    return build.shared(("counters", url), open_redis)
 
 
 def token_counter(build: BuildContext) -> TokenCounter:

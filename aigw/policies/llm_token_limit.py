@@ -151,10 +151,10 @@ class TokenLimit(Policy):
     ) -> Reservation:
         config = self.config
         cost = prompt + completion
-        # What must fit for admission: all of it in strict mode, else the prompt (APIM's rule).
-        # The completion is held either way, so concurrent requests see it.
-        fit = cost if config.strict else prompt
-        quota_cost = cost if config.strict else prompt
+        # What must fit for admission, and what the quota takes: all of it in strict mode,
+        # else the prompt (APIM's rule). The minute window holds the completion either way,
+        # so concurrent requests see it.
+        fit = quota_cost = cost if config.strict else prompt
         minute: Taken | None = None
         if config.tokens_per_minute is not None:
             minute = await self.store.window_take(

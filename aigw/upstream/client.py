@@ -127,8 +127,7 @@ class UpstreamResponse:
     def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            conn.close()
-            self._pool.release(conn)
+            self._pool.discard(conn)
 
     def __del__(self) -> None:
         conn = getattr(self, "_conn", None)
@@ -153,19 +152,14 @@ class UpstreamClient:
                 conn.send(data, head_only)
                 if not await conn.read_head(self.read_timeout):
                     raise BackendTimeout()
-            except BackendConnectionFailure:
-                conn.close()
-                self.pool.release(conn)
-                if attempt == 1 and reused and not conn.received_any and method in IDEMPOTENT:
+                if not 200 <= conn.status <= 599:
+                    raise BackendProtocolError()
+            except BaseException as exc:
+                # Cancelled (the client left), timed out or broken mid-exchange: never reused.
+                self.pool.discard(conn)
+                stale = isinstance(exc, BackendConnectionFailure) and not conn.received_any
+                if attempt == 1 and stale and reused and method in IDEMPOTENT:
                     continue
                 raise
-            except BaseException:
-                conn.close()  # cancelled (the client left), timed out or broken mid-exchange
-                self.pool.release(conn)
-                raise
-            if not 200 <= conn.status <= 599:
-                conn.close()
-                self.pool.release(conn)
-                raise BackendProtocolError()
             return UpstreamResponse(conn, self.pool, self.read_timeout)
         raise AssertionError("unreachable")

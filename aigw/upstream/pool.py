@@ -98,6 +98,11 @@ class ConnectionPool:
             conn.close()
         self._wake_one()
 
+    def discard(self, conn: UpstreamConnection) -> None:
+        """Give back a connection that must not be reused, whatever its state."""
+        conn.close()
+        self.release(conn)
+
     def abandon(self, conn: UpstreamConnection) -> None:
         """A response dropped without `release` (a bug): close its connection and free its
         slot, from wherever the garbage collector runs, so the pool cannot leak away."""
