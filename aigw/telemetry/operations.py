@@ -49,9 +49,11 @@ def publish_state(registry: PrometheusMetrics, holder: RuntimeHolder) -> None:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    publish_state(request.app[METRICS], request.app[HOLDER])
+    registry = request.app[METRICS]
+    publish_state(registry, request.app[HOLDER])
+    registry.flush()
     # Reading every worker's files takes a few milliseconds: not on the event loop.
-    body = await asyncio.to_thread(request.app[METRICS].render)
+    body = await asyncio.to_thread(registry.exposition)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
@@ -106,8 +108,9 @@ class OperationsServer:
             await asyncio.sleep(PUBLISH_INTERVAL)
             try:
                 publish_state(self.registry, self.holder)
+                self.registry.flush()  # this second's counts, for the other workers' scrapes
             except Exception:  # never let the publisher die silently and stay stale
-                log.exception("publishing backend state failed")
+                log.exception("publishing metrics failed")
 
     async def start(self) -> None:
         runner = web.AppRunner(
@@ -136,6 +139,7 @@ class OperationsServer:
             self._publisher.cancel()
             await asyncio.gather(self._publisher, return_exceptions=True)
             self._publisher = None
+            self.registry.flush()  # the last counts, before the process goes
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()

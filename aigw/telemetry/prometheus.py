@@ -20,7 +20,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from aigw.telemetry.events import DESCRIPTIONS, METRIC_SERIES_DROPPED
 from aigw.telemetry.labels import label_name
 from aigw.telemetry.record import RequestRecord
-from aigw.telemetry.series import Family, Kind, SeriesFiles
+from aigw.telemetry.series import Family, Kind, Series, SeriesFiles
 from aigw.usage.model import Usage
 
 LATENCY_BUCKETS: Final = (
@@ -113,6 +113,10 @@ class PrometheusMetrics:
             "Attempts answered 429 or 5xx, or not at all",
             ("backend",),
         )
+        # The series a request adds to, by its labels: one lookup per request instead of one
+        # per sample. Kept only for label sets below the cardinality cap, hence bounded.
+        self._request_series: dict[tuple[str, ...], tuple[Series, Series, Series]] = {}
+        self._token_series: dict[tuple[object, ...], list[Series | None]] = {}
 
     def _family(
         self,
@@ -148,10 +152,13 @@ class PrometheusMetrics:
     def request_finished(self, record: RequestRecord) -> None:
         status = str(record.status)
         labels = (record.api_id, record.operation_id, record.backend_id or "", status)
-        self._requests.inc(labels)
-        self._duration.observe(labels, record.duration)
+        series = self._request_series.get(labels)
+        if series is None:
+            series = self._series_of_request(labels)
+        self._requests.add(series[0], 1.0)
+        self._duration.sample(series[1], record.duration)
         if record.time_to_first_byte is not None:
-            self._first_byte.observe(labels, record.time_to_first_byte)
+            self._first_byte.sample(series[2], record.time_to_first_byte)
         if record.reason is not None and record.status >= 400:
             self._rejections.inc((record.api_id, record.operation_id, status, record.reason))
         for reason in record.shadow_rejections:
@@ -159,10 +166,40 @@ class PrometheusMetrics:
         usage = record.usage
         if usage is not None:
             model = record.model or record.deployment or ""
-            head = (record.api_id, record.operation_id, model, record.backend_id or "")
-            for token_type, count in zip(TOKEN_TYPES, token_counts(usage), strict=True):
-                if count:
-                    self._tokens.inc((*head, usage.source, token_type), count)
+            backend = record.backend_id or ""
+            head = (record.api_id, record.operation_id, model, backend, usage.source)
+            self._add_tokens(self._tokens, head, usage, skip_zero=True)
+
+    def _series_of_request(self, labels: tuple[str, ...]) -> tuple[Series, Series, Series]:
+        found = (
+            self._requests.series(labels),
+            self._duration.series(labels),
+            self._first_byte.series(labels),
+        )
+        if not (self._requests.full or self._duration.full or self._first_byte.full):
+            self._request_series[labels] = found
+        return found
+
+    def _add_tokens(
+        self, family: Family, head: tuple[str, ...], usage: Usage, *, skip_zero: bool = False
+    ) -> None:
+        """Each token type's count to `family`, under `head` + the token type label; with
+        `skip_zero`, a type without tokens gets no series."""
+        key = (family, *head)
+        row = self._token_series.get(key)
+        if row is None:
+            row = [None] * len(TOKEN_TYPES)
+            if not family.full:
+                self._token_series[key] = row
+        for index, count in enumerate(token_counts(usage)):
+            if not count and skip_zero:
+                continue
+            series = row[index]
+            if series is None:
+                series = family.series((*head, TOKEN_TYPES[index]))
+                if not family.full:  # not a folded one: that must count each drop
+                    row[index] = series
+            family.add(series, count)
 
     def unrouted(self, status: int, duration: float) -> None:
         """A request that matched no API (or was refused before routing)."""
@@ -197,9 +234,7 @@ class PrometheusMetrics:
                 ("namespace", *(label_name(name) for name in key), "token_type"),
                 kept=("namespace", "token_type"),
             )
-        head = (namespace, *dimensions.values())
-        for token_type, count in zip(TOKEN_TYPES, token_counts(usage), strict=True):
-            family.inc((*head, token_type), count)
+        self._add_tokens(family, (namespace, *dimensions.values()), usage)
 
     def event(self, name: str, labels: Mapping[str, str], amount: float = 1.0) -> None:
         family = self._family(
@@ -209,13 +244,26 @@ class PrometheusMetrics:
 
     # Exposition
 
+    def flush(self) -> None:
+        """Write what changed to this process's files, where every worker's scrape reads it
+        (on the event loop's thread; the worker does it every second and before a scrape)."""
+        self._files.flush()
+
     def render(self) -> bytes:
-        """The text format, summed over every worker's files (blocking: call in a thread)."""
+        """The text format, summed over every worker's files, with this process's series
+        flushed first (for callers without an event loop; the listener uses `exposition`)."""
+        self.flush()
+        return self.exposition()
+
+    def exposition(self) -> bytes:
+        """The text format as the files have it (blocking: call in a thread, after `flush`
+        on the loop)."""
         registry = CollectorRegistry(auto_describe=False)
         MultiProcessCollector(registry, path=str(self.directory))
         return generate_latest(registry)
 
     def close(self) -> None:
+        """Flush and close the files."""
         self._files.close()
 
 

@@ -6,6 +6,12 @@ whichever worker answers a scrape reads all of them (prometheus_client's multi-p
 format and collector), so `/metrics` shows the gateway as a whole. A counter of a worker
 that died stays in its file and keeps counting towards the total, as a counter must.
 
+Updates stay in memory and reach the files when `SeriesFiles.flush` runs (the worker does
+it every second and before it answers a scrape), so a request pays for a few additions, not
+for a file write per sample; each changed series is then written once per flush. Another
+worker's scrape may therefore miss the last second of this one's counts, and a worker that is
+killed loses them (a graceful stop flushes).
+
 The cardinality guard caps each metric at `max_series` label sets per process. Beyond that,
 a new label set is counted under `other` for every label that is not `kept` (such as the
 token type), once logged and counted by the `on_drop` callback.
@@ -35,8 +41,22 @@ _FILE_PREFIX: Final = {
 OTHER: Final = "other"
 
 
+class Series:
+    """One label set of a metric: its samples' keys in the file and their current values
+    (a counter or gauge has one; a histogram its sum, then a count per bucket)."""
+
+    __slots__ = ("dirty", "file", "keys", "values")
+
+    def __init__(self, keys: list[str], file: MmapedDict) -> None:
+        self.keys = keys
+        self.values = [0.0] * len(keys)
+        self.file = file
+        self.dirty = True  # every sample shows from the start, as Prometheus expects
+
+
 class SeriesFiles:
-    """This process's files in the shared directory."""
+    """This process's files in the shared directory, and the series changed since the last
+    flush."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -44,6 +64,7 @@ class SeriesFiles:
         # the random part keeps two registries of one process (tests) apart.
         self.process_id = f"{os.getpid()}-{os.urandom(3).hex()}"
         self._files: dict[str, MmapedDict] = {}
+        self.changed: list[Series] = []
 
     def file(self, kind: Kind) -> MmapedDict:
         name = _FILE_PREFIX[kind]
@@ -53,7 +74,18 @@ class SeriesFiles:
             found = self._files[name] = MmapedDict(str(path))
         return found
 
+    def flush(self) -> None:
+        """Write every changed series to its file. On the event loop's thread only: that is
+        where the series change."""
+        changed, self.changed = self.changed, []
+        for series in changed:
+            series.dirty = False
+            file = series.file
+            for key, value in zip(series.keys, series.values, strict=True):
+                file.write_value(key, value, 0.0)
+
     def close(self) -> None:
+        self.flush()
         for mapped in self._files.values():
             mapped.close()
         self._files.clear()
@@ -79,25 +111,36 @@ class Family:
         self.labelnames = tuple(labelnames)
         self._kept = frozenset(kept)
         self._buckets = tuple(buckets)
+        self._files = files
         self._file = files.file(kind)
         self._max_series = max_series
         self._on_drop = on_drop
-        self._values: dict[tuple[str, ...], list[float]] = {}
-        self._keys: dict[tuple[str, ...], list[str]] = {}
+        self._series: dict[tuple[str, ...], Series] = {}
         self._warned = False
 
     def inc(self, labels: tuple[str, ...], amount: float = 1.0) -> None:
-        keys, values = self._series(labels)
-        values[0] += amount
-        self._file.write_value(keys[0], values[0], 0.0)
+        self.add(self.series(labels), amount)
+
+    def add(self, series: Series, amount: float) -> None:
+        """`inc` for a series looked up before (the caller keeps hot ones at hand)."""
+        series.values[0] += amount
+        if not series.dirty:
+            series.dirty = True
+            self._files.changed.append(series)
 
     def set(self, labels: tuple[str, ...], value: float) -> None:
-        keys, values = self._series(labels)
-        values[0] = value
-        self._file.write_value(keys[0], value, 0.0)
+        series = self.series(labels)
+        series.values[0] = value
+        if not series.dirty:
+            series.dirty = True
+            self._files.changed.append(series)
 
     def observe(self, labels: tuple[str, ...], value: float) -> None:
-        keys, values = self._series(labels)
+        self.sample(self.series(labels), value)
+
+    def sample(self, series: Series, value: float) -> None:
+        """`observe` for a series looked up before."""
+        values = series.values
         values[0] += value  # the sum
         index = 1
         for bound in self._buckets:  # few buckets: a scan beats bisect's call
@@ -105,24 +148,28 @@ class Family:
                 break
             index += 1
         values[index] += 1
-        file = self._file
-        file.write_value(keys[0], values[0], 0.0)
-        file.write_value(keys[index], values[index], 0.0)
+        if not series.dirty:
+            series.dirty = True
+            self._files.changed.append(series)
 
-    def _series(self, labels: tuple[str, ...]) -> tuple[list[str], list[float]]:
-        values = self._values.get(labels)
-        if values is not None:
-            return self._keys[labels], values
-        if len(self._values) >= self._max_series():
+    def series(self, labels: tuple[str, ...]) -> Series:
+        """The series of `labels`, made on first use; past the cap, the folded one."""
+        found = self._series.get(labels)
+        if found is not None:
+            return found
+        if len(self._series) >= self._max_series():
             labels = self._fold(labels)
-            values = self._values.get(labels)
-            if values is not None:
-                return self._keys[labels], values
-        keys = self._keys[labels] = self._new_keys(labels)
-        values = self._values[labels] = [0.0] * len(keys)
-        for key in keys:  # every bucket shows from the start, as Prometheus expects
-            self._file.write_value(key, 0.0, 0.0)
-        return keys, values
+            found = self._series.get(labels)
+            if found is not None:
+                return found
+        found = self._series[labels] = Series(self._new_keys(labels), self._file)
+        self._files.changed.append(found)
+        return found
+
+    @property
+    def full(self) -> bool:
+        """New label sets are folded now (callers caching series stop caching then)."""
+        return len(self._series) >= self._max_series()
 
     def _fold(self, labels: tuple[str, ...]) -> tuple[str, ...]:
         """The label set to count this one under, with the guard's log line and count."""

@@ -131,6 +131,7 @@ def test_every_worker_s_series_are_summed_whichever_answers(directory: Path) -> 
     second.request_finished(record())
     second.event("limit_store_errors", {"store": "redis", "policy": "llm-token-limit"}, 2)
     labels = {"api": "chat", "operation": "chat-completions", "backend": "ptu", "status": "200"}
+    first.flush(), second.flush()  # each worker does it every second and before a scrape
     for registry in (first, second):
         text = registry.render()
         assert value(text, "aigw_requests_total", **labels) == 4
@@ -139,6 +140,35 @@ def test_every_worker_s_series_are_summed_whichever_answers(directory: Path) -> 
             value(text, "aigw_limit_store_errors_total", store="redis", policy="llm-token-limit")
             == 2
         )
+
+
+def test_counts_reach_the_other_workers_when_flushed(directory: Path) -> None:
+    counting, scraped = PrometheusMetrics(directory), PrometheusMetrics(directory)
+    labels = {"api": "chat", "operation": "chat-completions", "backend": "ptu", "status": "200"}
+    counting.request_finished(record())
+    counting.flush()
+    counting.request_finished(record())
+    counting.request_finished(record())
+    assert value(scraped.render(), "aigw_requests_total", **labels) == 1
+    counting.flush()
+    text = scraped.render()
+    assert value(text, "aigw_requests_total", **labels) == 3
+    assert value(text, "aigw_request_duration_seconds_count", **labels) == 3
+    tokens = {"api": "chat", "operation": "chat-completions", "model": "gpt-4o", "backend": "ptu"}
+    assert value(text, "aigw_request_tokens_total", **tokens, source="backend",
+                 token_type="total") == 126  # fmt: skip
+
+
+def test_zero_token_types_get_no_request_series(directory: Path) -> None:
+    metrics = PrometheusMetrics(directory)
+    metrics.request_finished(record(usage=Usage(30, 12, 42)))
+    metrics.request_finished(record(usage=Usage(5, 0, 5, reasoning_tokens=2)))
+    found = {
+        dict(labels)["token_type"]: sample
+        for (name, labels), sample in samples(metrics.render()).items()
+        if name == "aigw_request_tokens_total"
+    }
+    assert found == {"prompt": 35, "completion": 12, "total": 47, "reasoning": 2}
 
 
 def test_a_dead_worker_s_counters_keep_counting(directory: Path) -> None:
@@ -208,6 +238,7 @@ def test_backend_state_shows_the_most_open_breaker_and_all_in_flight(directory: 
     first.backend_state("ptu", "open", in_flight=3, requests=10, failures=4)
     second.backend_state("ptu", "closed", in_flight=2, requests=5, failures=0)
     second.backend_state("paygo", "half-open", in_flight=0, requests=1, failures=1)
+    second.flush()
     text = first.render()
     assert value(text, "aigw_backend_breaker_state", backend="ptu") == 2
     assert value(text, "aigw_backend_breaker_state", backend="paygo") == 1
@@ -215,6 +246,7 @@ def test_backend_state_shows_the_most_open_breaker_and_all_in_flight(directory: 
     assert value(text, "aigw_backend_requests_total", backend="ptu") == 15
     assert value(text, "aigw_backend_failures_total", backend="ptu") == 4
     first.backend_state("ptu", "closed", in_flight=0, requests=11, failures=4)
+    first.flush()
     text = second.render()
     assert value(text, "aigw_backend_breaker_state", backend="ptu") == 0
     assert value(text, "aigw_backend_in_flight", backend="ptu") == 2
