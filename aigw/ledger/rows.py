@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from typing import Any
+from operator import attrgetter
+from typing import Any, Final
 
 from aigw.ledger.prices import PriceTable, cost_nanos
 from aigw.telemetry.record import RequestRecord
 from aigw.usage.meter import METERED_OPERATIONS
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, like RequestRecord: a frozen dataclass's __init__ sets each field through
+# object.__setattr__, and one row is built per request.
+@dataclass(slots=True)
 class LedgerRow:
     """One `usage_records` row; the fields are the columns, in table order."""
 
@@ -43,10 +46,11 @@ class LedgerRow:
 
     def values(self) -> tuple[Any, ...]:
         """The column values in table order (no deep copy, unlike `dataclasses.astuple`)."""
-        return tuple(getattr(self, column) for column in COLUMNS)
+        return _COLUMN_VALUES(self)
 
 
 COLUMNS: tuple[str, ...] = tuple(field.name for field in fields(LedgerRow))
+_COLUMN_VALUES: Final = attrgetter(*COLUMNS)
 
 
 def belongs_in_ledger(record: RequestRecord) -> bool:
