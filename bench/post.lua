@@ -1,6 +1,7 @@
 -- wrk script: POST a realistic chat completion (payloads/request.json).
 -- Script args (after `--`): "body=PATH" sends that file instead; "stream" adds
--- "stream": true and usage to the body.
+-- "stream": true and usage to the body. A {{n}} in the body becomes a number unique to
+-- each request.
 -- done() prints one parseable line: BENCH_RESULT {json}; latencies in microseconds.
 local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 
@@ -31,6 +32,25 @@ function init(args)
     body = '{"stream": true, "stream_options": {"include_usage": true}, ' .. body:sub(2)
   end
   wrk.body = body
+  -- A body with the marker {{n}} gets a new number there on every request (a chat whose
+  -- history repeats and whose last question is new): a cache keyed on the whole text
+  -- cannot answer it, as it could not in real traffic.
+  local at = body:find("{{n}}", 1, true)
+  if at then
+    local before, after = body:sub(1, at - 1), body:sub(at + 5)
+    local thread_id = wrk.thread:get("id") or "0"
+    local sent = 0
+    request = function()
+      sent = sent + 1
+      return wrk.format(nil, nil, nil, before .. thread_id .. "-" .. sent .. after)
+    end
+  end
+end
+
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("id", tostring(threads))
 end
 
 function done(summary, latency, requests)

@@ -22,6 +22,8 @@ from typing import Final, Protocol
 
 import quicktok
 
+from aigw.tokenizer.recent import RecentCounts
+
 log = logging.getLogger("aigw.tokenizer")
 
 O200K: Final = "o200k_base"
@@ -104,6 +106,8 @@ class TokenCounter:
         self._loading: dict[str, asyncio.Task[Encoding]] = {}
         self._preloading: asyncio.Task[None] | None = None
         self._closed = False
+        # Counts of the long texts prompts resend (system prompts, earlier turns).
+        self.recent = RecentCounts()
 
     async def start(self) -> None:
         """Load the preloaded encodings before the gateway reports ready: quicktok holds the

@@ -64,11 +64,19 @@ def prompt_parts(operation: str, body: object, encoding: str) -> PromptParts:
 
 
 async def prompt_tokens(
-    counter: TokenCounter, operation: str, body: Mapping[str, Any], model: str | None
+    counter: TokenCounter,
+    operation: str,
+    body: Mapping[str, Any],
+    model: str | None,
+    *,
+    tenant: str | None = None,
 ) -> int:
     """Prompt tokens of `body` for `operation`, with the tokenizer of `model`.
 
-    `model` is the body's `model` when present, else the Azure deployment id.
+    `model` is the body's `model` when present, else the Azure deployment id. With a
+    `tenant` (the caller's subscription, "" for none), long texts are counted through the
+    counter's `recent` counts of that tenant: a resent system prompt or earlier turn is
+    looked up, not tokenized again.
     """
     name = encoding_name_for(model)
     parts = prompt_parts(operation, body, name)
@@ -77,4 +85,6 @@ async def prompt_tokens(
     encoding = await counter.encoding(name)
     if parts.chars > LARGE_TEXT_CHARS:
         return await asyncio.to_thread(parts.count, encoding)
+    if tenant is not None:
+        encoding = counter.recent.remembering(encoding, name, tenant)
     return parts.count(encoding)

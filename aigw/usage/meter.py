@@ -35,6 +35,8 @@ class UsageMeter:
         self.operation = ctx.operation.id
         self.model = ctx.model or ctx.deployment_id
         self.counter = counter
+        # Whose resent texts a count may be looked up among (see aigw.tokenizer.recent).
+        self.tenant = ctx.subscription.id if ctx.subscription is not None else ""
         body = ctx.request.json if ctx.request.body else None
         self.body: dict[str, Any] = body if isinstance(body, dict) else {}
         self.streaming = self.body.get("stream") is True
@@ -71,7 +73,7 @@ class UsageMeter:
             from aigw.tokenizer.prompt import prompt_tokens
 
             self.prompt_estimate = await prompt_tokens(
-                self.counter, self.operation, self.body, self.model
+                self.counter, self.operation, self.body, self.model, tenant=self.tenant
             )
         return self.prompt_estimate
 
