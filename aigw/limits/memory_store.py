@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from aigw.limits import windows
 from aigw.limits.store import Taken
@@ -23,6 +24,7 @@ class _Window:
     held: dict[int, int] = field(default_factory=dict)  # bucket index -> units held in it
 
 
+K = TypeVar("K")
 _WindowName = tuple[str, float]  # (key, window)
 _PeriodName = tuple[str, float, float]  # (key, start, end)
 
@@ -33,6 +35,7 @@ class MemoryCounterStore:
         # keys: a limit reconfigured under the same counter key gets a counter of its own.
         self._windows: dict[_WindowName, _Window] = {}
         self._periods: dict[_PeriodName, int] = {}  # -> units used
+        self._period_holds: dict[_PeriodName, int] = {}  # -> units of those held, when any
         self._sweep_interval = sweep_interval
         self._sweep_batch = sweep_batch
         self._next_sweep = -math.inf
@@ -43,7 +46,7 @@ class MemoryCounterStore:
 
     async def close(self) -> None:
         # Dropped, not cleared: after a reload the next runtime's store holds the same ones.
-        self._windows, self._periods, self._pending = {}, {}, []
+        self._windows, self._periods, self._period_holds, self._pending = {}, {}, {}, []
 
     def adopt(self, previous: MemoryCounterStore) -> None:
         """Count on in `previous`'s records (a reload: limits must not start over). Both
@@ -51,6 +54,7 @@ class MemoryCounterStore:
         where the new ones count."""
         self._windows = previous._windows
         self._periods = previous._periods
+        self._period_holds = previous._period_holds
 
     def records(self) -> int:
         """How many windows and periods are held (to watch memory)."""
@@ -122,23 +126,36 @@ class MemoryCounterStore:
         return await self.window_take(key, window, limit, 0, now)
 
     async def period_take(
-        self, key: str, period_start: float, period_end: float, limit: int, cost: int, now: float
+        self,
+        key: str,
+        period_start: float,
+        period_end: float,
+        limit: int,
+        cost: int,
+        now: float,
+        *,
+        held: int = 0,
     ) -> Taken:
         self._sweep(now)
         name = (key, period_start, period_end)
         used = self._periods.get(name, 0)
         if not windows.fits(used, cost, limit):
             wait = max(0.0, period_end - now)
-            return Taken(False, used, max(0, limit - used), wait, period_start)
+            holding = self._period_holds.get(name, 0)
+            return Taken(False, used, max(0, limit - used), wait, period_start, holding)
         if cost > 0:
             used += cost
             self._periods[name] = used
+            if held > 0:
+                _add(self._period_holds, name, held)
         return Taken(True, used, max(0, limit - used), 0.0, period_start)
 
     async def period_adjust(
-        self, key: str, period_start: float, period_end: float, delta: int
+        self, key: str, period_start: float, period_end: float, delta: int, *, held: int = 0
     ) -> None:
         name = (key, period_start, period_end)
+        if held and name in self._period_holds:
+            _add(self._period_holds, name, held)
         used = self._periods.get(name)
         if used is None and delta <= 0:
             return
@@ -176,9 +193,10 @@ class MemoryCounterStore:
                     del self._windows[name]
             elif name[2] <= now:  # the period has ended
                 self._periods.pop(name, None)
+                self._period_holds.pop(name, None)
 
 
-def _add(counts: dict[int, int], index: int, delta: int) -> int:
+def _add(counts: dict[K, int], index: K, delta: int) -> int:
     """Adds `delta` to `counts[index]`, dropping the entry at zero or below; the new count."""
     units = counts.get(index, 0) + delta
     if units > 0:

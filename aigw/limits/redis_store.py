@@ -8,7 +8,8 @@ Layout, all keys with a TTL so Redis never fills with dead counters:
 - `aigw:w:{key}:{window}`: a hash per sliding window, one field per bucket index (units in
   it); TTL window + one bucket, refreshed on every write.
 - `aigw:p:{key}:{start}:{end}`: an integer per quota period; TTL until the period ends + a
-  margin.
+  margin. `aigw:ph:{key}:{start}:{end}`, beside it while requests in flight hold some of
+  those units: how many (same TTL; removed when the last hold is released).
 `{key}` is the caller's counter key percent-escaped (`:`, `{`, `}` and anything unusual), so
 no key can reach into another's name or pick a cluster hash slot. The window length and the
 period's end are part of the name so that a limit reconfigured under the same counter key
@@ -140,7 +141,8 @@ return units
 """
 )
 
-# KEYS[1] period counter; ARGV limit, cost, ttl ms. Returns {allowed, used}.
+# KEYS[1] period counter, KEYS[2] its held units; ARGV limit, cost, ttl ms, held.
+# Allowed: {1, used}. Refused: {0, used, held}.
 _PERIOD_TAKE = """
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
 local cost = tonumber(ARGV[2])
@@ -148,19 +150,29 @@ if used + math.max(cost, 1) <= tonumber(ARGV[1]) then
   if cost > 0 then
     used = redis.call('INCRBY', KEYS[1], ARGV[2])
     redis.call('PEXPIRE', KEYS[1], ARGV[3])
+    if ARGV[4] ~= '0' then
+      redis.call('INCRBY', KEYS[2], ARGV[4])
+      redis.call('PEXPIRE', KEYS[2], ARGV[3])
+    end
   end
   return {1, used}
 end
-return {0, used}
+return {0, used, tonumber(redis.call('GET', KEYS[2]) or '0')}
 """
 
-# KEYS[1] period counter; ARGV delta, ttl ms for a counter this creates (a cost charged
-# after a check with cost 0). Never below zero.
+# KEYS[1] period counter, KEYS[2] its held units; ARGV delta, ttl ms for a counter this
+# creates (a cost charged after a check with cost 0), held (negative: a release). Neither
+# goes below zero.
 _PERIOD_ADJUST = """
+if ARGV[3] ~= '0' and redis.call('EXISTS', KEYS[2]) == 1 then
+  if redis.call('INCRBY', KEYS[2], ARGV[3]) <= 0 then redis.call('DEL', KEYS[2]) end
+end
+local delta = tonumber(ARGV[1])
+if delta == 0 then return 0 end
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  if tonumber(ARGV[1]) <= 0 then return 0 end
+  if delta <= 0 then return 0 end
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return tonumber(ARGV[1])
+  return delta
 end
 local used = redis.call('INCRBY', KEYS[1], ARGV[1])
 if used < 0 then
@@ -182,6 +194,11 @@ def window_key(key: str, window: float) -> str:
 
 def period_key(key: str, period_start: float, period_end: float) -> str:
     return f"aigw:p:{escape_key(key)}:{_number(period_start)}:{_number(period_end)}"
+
+
+def period_held_key(key: str, period_start: float, period_end: float) -> str:
+    """The units of a period that requests in flight hold (present only while some do)."""
+    return f"aigw:ph:{escape_key(key)}:{_number(period_start)}:{_number(period_end)}"
 
 
 def _number(value: float) -> str:
@@ -299,42 +316,58 @@ class RedisCounterStore:
         return await self.window_take(key, window, limit, 0, now)
 
     async def period_take(
-        self, key: str, period_start: float, period_end: float, limit: int, cost: int, now: float
+        self,
+        key: str,
+        period_start: float,
+        period_end: float,
+        limit: int,
+        cost: int,
+        now: float,
+        *,
+        held: int = 0,
     ) -> Taken:
         ttl = _ms(period_end - now + PERIOD_MARGIN)
         reply = await self._run(
-            self._period_take, period_key(key, period_start, period_end), (limit, cost, ttl)
+            self._period_take,
+            _period_keys(key, period_start, period_end),
+            (limit, cost, ttl, held if cost > 0 else 0),
         )
         allowed, used = bool(reply[0]), int(reply[1])
-        wait = 0.0 if allowed else max(0.0, period_end - now)
-        return Taken(allowed, used, max(0, limit - used), wait, period_start)
+        if allowed:
+            return Taken(True, used, max(0, limit - used), 0.0, period_start)
+        wait = max(0.0, period_end - now)
+        return Taken(False, used, max(0, limit - used), wait, period_start, int(reply[2]))
 
     async def period_adjust(
-        self, key: str, period_start: float, period_end: float, delta: int
+        self, key: str, period_start: float, period_end: float, delta: int, *, held: int = 0
     ) -> None:
-        if delta == 0:
+        if delta == 0 and held == 0:
             return
         # No `now` here: a counter created by the adjust lives one whole period + margin,
         # an upper bound on what is left of it.
         ttl = _ms(period_end - period_start + PERIOD_MARGIN)
         await self._run(
-            self._period_adjust, period_key(key, period_start, period_end), (delta, ttl)
+            self._period_adjust, _period_keys(key, period_start, period_end), (delta, ttl, held)
         )
 
-    async def _run(self, script: _Script, key: str, args: tuple[int, ...]) -> Any:
+    async def _run(
+        self, script: _Script, keys: str | tuple[str, ...], args: tuple[int, ...]
+    ) -> Any:
         if self._closed:
             raise CounterStoreUnavailable(f"Redis counter store at {self._where} is closed")
         # One deadline for the whole call (connecting, the script, its reload after NOSCRIPT):
         # what the caller was promised.
         deadline = asyncio.get_running_loop().time() + self._timeout
+        keys = (keys,) if isinstance(keys, str) else keys
+        tail: tuple[str | int, ...] = (len(keys), *keys, *args)
         try:
             try:
-                return await self._connection.call(("EVALSHA", script.sha, 1, key, *args), deadline)
+                return await self._connection.call(("EVALSHA", script.sha, *tail), deadline)
             except RedisReplyError as exc:
                 if not str(exc).startswith("NOSCRIPT"):
                     raise
                 # Redis restarted or was flushed: EVAL runs the script and caches it again.
-                return await self._connection.call(("EVAL", script.text, 1, key, *args), deadline)
+                return await self._connection.call(("EVAL", script.text, *tail), deadline)
         except (RedisReplyError, OSError, TimeoutError) as exc:
             raise self._unavailable(exc) from exc
 
@@ -358,6 +391,10 @@ def _fields(flat: list[Any]) -> tuple[dict[int, int], dict[int, int]]:
         else:
             buckets[int(name)] = int(flat[i + 1])
     return buckets, holds
+
+
+def _period_keys(key: str, period_start: float, period_end: float) -> tuple[str, str]:
+    return period_key(key, period_start, period_end), period_held_key(key, period_start, period_end)
 
 
 def _window_ttl(window: float) -> int:

@@ -11,7 +11,9 @@
 real cost is known (positive or negative), in the bucket or period where it was taken.
 A window take can check one amount (`fit`) and add a larger one, part of which a request in
 flight *holds* (`held`: the completion it may use) until its adjust releases it; held units
-count like the others, but a refusal they cause gets a short `retry_after`.
+count like the others, but a refusal they cause gets a short `retry_after`. A period take can
+hold units too; its refusal says how many are held, so the caller can tell a quota used up
+from one that requests in flight hold for a moment.
 Two siblings implement it: memory (one process) and Redis (shared by replicas).
 """
 
@@ -36,6 +38,7 @@ class Taken:
     remaining: int  # limit - used, never below 0
     retry_after: float  # seconds until `cost` units would fit; 0 when allowed
     bucket: float  # the window bucket (or period start) the units went to, for adjust()
+    held: int = 0  # a refused period take: how much of `used` requests in flight hold
 
 
 class CounterStore(Protocol):
@@ -76,11 +79,22 @@ class CounterStore(Protocol):
         """The current state without taking anything (for remaining-* headers)."""
 
     async def period_take(
-        self, key: str, period_start: float, period_end: float, limit: int, cost: int, now: float
+        self,
+        key: str,
+        period_start: float,
+        period_end: float,
+        limit: int,
+        cost: int,
+        now: float,
+        *,
+        held: int = 0,
     ) -> Taken:
         """As window_take, for the fixed period [period_start, period_end); `retry_after` is
-        the time until the period ends when refused."""
+        the time until the period ends when refused, and `held` what requests in flight
+        hold of it. `held` (at most `cost`) of the units added are marked as held."""
 
     async def period_adjust(
-        self, key: str, period_start: float, period_end: float, delta: int
-    ) -> None: ...
+        self, key: str, period_start: float, period_end: float, delta: int, *, held: int = 0
+    ) -> None:
+        """Add `delta` (may be negative) to the period's units and `held` (negative: a
+        release) to what is marked held; neither goes below zero."""

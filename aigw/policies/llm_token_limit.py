@@ -24,7 +24,7 @@ from pydantic import Field, model_validator
 from aigw.context import RequestContext, Response
 from aigw.errors import ExpressionEvaluationFailure, GatewayError
 from aigw.limits.store import CounterStoreUnavailable, Taken
-from aigw.limits.windows import bucket_start, period_bounds
+from aigw.limits.windows import HELD_RETRY, bucket_start, period_bounds
 from aigw.policies.base import Policy, PolicyConfig, record_shadow_rejection
 from aigw.policies.limit_support import (
     StoreErrorMode,
@@ -83,6 +83,7 @@ class Reservation:
     cost: int  # taken from the minute window: the prompt estimate and the completion held
     held: int  # of `cost`, the completion bound: released when the request ends
     quota_cost: int  # taken from the quota: `cost` in strict mode, else the prompt estimate
+    quota_held: int  # of `quota_cost`, the completion bound (strict mode): released at the end
     minute: Taken | None
     quota: Taken | None
     period: tuple[float, float] | None
@@ -164,20 +165,33 @@ class TokenLimit(Policy):
                 minute = await self._refused_minute(ctx, key, cost, fit, completion, now, minute)
         quota: Taken | None = None
         period = None
+        quota_held = 0
         if config.token_quota is not None and config.token_quota_period is not None:
             period = period_bounds(config.token_quota_period, now)
             if minute is not None and cost:
                 # From here what the minute took is settled like a reservation: given back if
                 # the quota refuses (nothing is charged then) or cannot be reached.
-                ctx.policy_state[self] = Reservation(key, cost, completion, 0, minute, None, None)
-            # Default mode holds nothing here: a quota's 403 says "wait for the renewal", which
-            # must not come from what requests in flight merely hold for a second.
+                ctx.policy_state[self] = Reservation(
+                    key, cost, completion, 0, 0, minute, None, None
+                )
+            # Default mode takes the prompt only: a quota's 403 says "wait for the renewal",
+            # which must not come from what requests in flight merely hold for a second.
+            # Strict mode takes the completion bound too, marked as held: a refusal that only
+            # those holds cause is a 429 for a second, not a 403 until the renewal.
+            if config.strict:
+                quota_held = completion
             quota = await self.store.period_take(
-                f"tokens:{key}", period[0], period[1], config.token_quota, quota_cost, now
+                f"tokens:{key}",
+                period[0],
+                period[1],
+                config.token_quota,
+                quota_cost,
+                now,
+                held=quota_held,
             )
             if not quota.allowed:
-                quota = await self._refused_quota(ctx, key, quota_cost, period, quota)
-        return Reservation(key, cost, completion, quota_cost, minute, quota, period)
+                quota = await self._refused_quota(ctx, key, quota_cost, quota_held, period, quota)
+        return Reservation(key, cost, completion, quota_cost, quota_held, minute, quota, period)
 
     async def _refused_minute(
         self,
@@ -218,16 +232,33 @@ class TokenLimit(Policy):
         return Taken(True, taken.used + cost, max(0, limit - taken.used - cost), 0.0, bucket)
 
     async def _refused_quota(
-        self, ctx: RequestContext, key: str, cost: int, period: tuple[float, float], taken: Taken
+        self,
+        ctx: RequestContext,
+        key: str,
+        cost: int,
+        held: int,
+        period: tuple[float, float],
+        taken: Taken,
     ) -> Taken:
         limit = self.config.token_quota
         assert limit is not None
-        renews = datetime.fromtimestamp(period[1], UTC).isoformat().replace("+00:00", "Z")
-        wait = whole_seconds(taken.retry_after)
+        if taken.held and taken.used - taken.held + cost <= limit:
+            # Only what requests in flight hold is missing: it comes back when they end.
+            wait = whole_seconds(HELD_RETRY)
+            message = (
+                "Token quota is exceeded for now: requests in flight hold the rest. "
+                f"Try again in {wait} seconds."
+            )
+            status = 429
+        else:
+            renews = datetime.fromtimestamp(period[1], UTC).isoformat().replace("+00:00", "Z")
+            wait = whole_seconds(taken.retry_after)
+            message = f"Token quota is exceeded. Quota will be replenished at {renews}."
+            status = 403
         publish(ctx, None, None, self.config.retry_after_variable_name, wait)
         error = GatewayError(
-            f"Token quota is exceeded. Quota will be replenished at {renews}.",
-            status_code=403,
+            message,
+            status_code=status,
             reason="TokenQuotaExceeded",
             source=self.name,
             headers=[(self.config.retry_after_header_name, str(wait))],
@@ -235,7 +266,7 @@ class TokenLimit(Policy):
         if not self.shadow:
             raise error
         record_shadow_rejection(ctx, self, error)
-        await self.store.period_adjust(f"tokens:{key}", period[0], period[1], cost)
+        await self.store.period_adjust(f"tokens:{key}", period[0], period[1], cost, held=held)
         return Taken(True, taken.used + cost, max(0, limit - taken.used - cost), 0.0, period[0])
 
     # -- after the response ----------------------------------------------------------------
@@ -275,7 +306,9 @@ class TokenLimit(Policy):
         minute = reservation.minute is not None and (
             consumed != reservation.cost or reservation.held > 0
         )
-        quota = reservation.period is not None and consumed != reservation.quota_cost
+        quota = reservation.period is not None and (
+            consumed != reservation.quota_cost or reservation.quota_held > 0
+        )
         if minute or quota:
             self.writes.submit(self._correct(reservation, consumed, ctx.clock.now().timestamp()))
 
@@ -299,10 +332,16 @@ class TokenLimit(Policy):
                 )
             period = self.config.token_quota_period
             if reservation.period is not None and period is not None:
-                # The same for the quota: an answer that ends in the next period counts there.
-                delta = consumed - reservation.quota_cost
-                start, end = reservation.period if delta < 0 else period_bounds(period, now)
-                await self.store.period_adjust(f"tokens:{reservation.key}", start, end, delta)
+                # The same for the quota: an answer that ends in the next period counts there;
+                # what was held is released where it was taken.
+                counter, reserved = f"tokens:{reservation.key}", reservation.period
+                extra, released = consumed - reservation.quota_cost, -reservation.quota_held
+                start, end = reserved if extra < 0 else period_bounds(period, now)
+                if (start, end) == reserved:
+                    await self.store.period_adjust(counter, start, end, extra, held=released)
+                else:
+                    await self.store.period_adjust(counter, *reserved, 0, held=released)
+                    await self.store.period_adjust(counter, start, end, extra)
         except CounterStoreUnavailable as exc:
             log.warning("%s: could not settle a request's %d tokens: %s", self.name, consumed, exc)
 

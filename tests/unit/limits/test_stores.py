@@ -16,7 +16,13 @@ from redis.asyncio import Redis
 
 from aigw.limits import windows
 from aigw.limits.memory_store import MemoryCounterStore
-from aigw.limits.redis_store import PERIOD_MARGIN, RedisCounterStore, period_key, window_key
+from aigw.limits.redis_store import (
+    PERIOD_MARGIN,
+    RedisCounterStore,
+    period_held_key,
+    period_key,
+    window_key,
+)
 from aigw.limits.store import CounterStore
 from aigw.limits.windows import QuotaPeriod
 
@@ -366,6 +372,46 @@ async def test_period_adjust_corrects_and_charges_after_the_fact(
     assert (late.allowed, late.used, late.remaining) == (False, 120, 0)
     await store.period_adjust(k("never"), start, end, -5)
     assert (await store.period_take(k("never"), start, end, 100, 0, T0)).used == 0
+
+
+async def test_a_period_refusal_says_what_requests_in_flight_hold(
+    store: CounterStore, k: Callable[[str], str]
+) -> None:
+    start, end = windows.period_bounds("Monthly", T0)
+    assert (await store.period_take(k("q"), start, end, 100, 50, T0, held=40)).allowed
+    assert (await store.period_take(k("q"), start, end, 100, 30, T0, held=20)).allowed
+    refused = await store.period_take(k("q"), start, end, 100, 30, T0)
+    assert (refused.allowed, refused.used, refused.held) == (False, 80, 60)
+    # The first request ends having used 10 of its 50: its 40 held go, and 40 more it did
+    # not use.
+    await store.period_adjust(k("q"), start, end, -40, held=-40)
+    refused = await store.period_take(k("q"), start, end, 100, 70, T0)
+    assert (refused.allowed, refused.used, refused.held) == (False, 40, 20)
+    # Releasing more than is held (a hold that outlived a restart) stops at nothing held.
+    await store.period_adjust(k("q"), start, end, 0, held=-500)
+    refused = await store.period_take(k("q"), start, end, 100, 70, T0)
+    assert (refused.used, refused.held) == (40, 0)
+    assert (await store.period_take(k("q"), start, end, 100, 60, T0)).allowed
+
+
+async def test_redis_period_holds_live_beside_the_counter_and_go_with_the_last_release(
+    k: Callable[[str], str], redis: Redis
+) -> None:
+    store = RedisCounterStore(REDIS_URL)
+    start, end = windows.period_bounds("Daily", T0)
+    held = period_held_key(k("q"), start, end)
+    try:
+        await store.period_take(k("q"), start, end, 100, 50, T0 + 100, held=30)
+        assert held == period_key(k("q"), start, end).replace("aigw:p:", "aigw:ph:", 1)
+        assert int(await redis.get(held)) == 30
+        assert await redis.pttl(held) == pytest.approx(
+            await redis.pttl(period_key(k("q"), start, end)), abs=1_000
+        )
+        await store.period_adjust(k("q"), start, end, -20, held=-30)
+        assert not await redis.exists(held)
+        assert int(await redis.get(period_key(k("q"), start, end))) == 30
+    finally:
+        await store.close()
 
 
 @pytest.mark.parametrize(

@@ -293,6 +293,40 @@ def test_quota_is_403_until_the_period_renews(clock: ManualClock) -> None:
     assert call(policy, request(clock), 100).headers.get("x-quota") == "400"
 
 
+def test_a_strict_quota_held_by_requests_in_flight_is_a_429_for_a_second(
+    clock: ManualClock,
+) -> None:
+    """Not a 403 "wait for the renewal" (a month, here) for what comes back in a second."""
+    policy = limits(
+        {"counter-key": "k", "token-quota": 1000, "token-quota-period": "Monthly", "strict": True}
+    )
+    call(policy, request(clock, {**PROMPT, "max_tokens": 300}), 300)  # settled: 700 left
+    in_flight = request(clock, {**PROMPT, "max_tokens": 600})
+    asyncio.run(run_statements(policy, in_flight))  # holds 600 of them
+    error = refusal(policy, request(clock, {**PROMPT, "max_tokens": 200}))
+    assert (error.status_code, error.reason) == (429, "TokenQuotaExceeded")
+    assert error.message == (
+        "Token quota is exceeded for now: requests in flight hold the rest. Try again in 1 seconds."
+    )
+    assert dict(error.headers)["Retry-After"] == "1"
+    # What would not fit even once the holds are back is the quota itself: 403 as before.
+    error = refusal(policy, request(clock, {**PROMPT, "max_tokens": 800}))
+    assert error.status_code == 403 and dict(error.headers)["Retry-After"] == "60"
+
+    async def end_in_flight() -> None:  # the held request ends, using 100 of its 600
+        response = await in_flight.usage_meter.on_response(answer(100))  # type: ignore[union-attr]
+        for limit in policy:
+            await limit.on_response(in_flight, response)
+        await complete(in_flight)
+        await drain(policy)
+
+    asyncio.run(end_in_flight())
+    assert call(policy, request(clock, {**PROMPT, "max_tokens": 200}), 200).status_code == 200
+    # 300 + 100 + 200 used: the quota's own 403 again for what does not fit.
+    error = refusal(policy, request(clock, {**PROMPT, "max_tokens": 500}))
+    assert error.status_code == 403
+
+
 def test_every_limit_must_pass_and_a_refusal_charges_none_of_them(clock: ManualClock) -> None:
     per_user, per_app = limits(
         {
@@ -596,7 +630,7 @@ def test_the_consumed_variable_starts_as_the_prompt_estimate_in_strict_mode_too(
 class QuotaUnreachable(MemoryCounterStore):
     """The minute counter answers, then the store goes away before the quota's turn."""
 
-    async def period_take(self, *args: Any) -> Any:
+    async def period_take(self, *args: Any, **kwargs: Any) -> Any:
         raise CounterStoreUnavailable("redis at 127.0.0.1:1: connection reset")
 
 
