@@ -16,6 +16,7 @@ TLS); anything else in the URL is refused when the config loads.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import ssl
 from collections import deque
@@ -32,6 +33,38 @@ _TRUE, _FALSE = {"true", "yes", "1", "on"}, {"false", "no", "0", "off"}
 
 class RedisReplyError(Exception):
     """Redis answered with an error (`NOSCRIPT …`, `NOAUTH …`, `ERR …`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """A Lua script and the name Redis gives it (EVALSHA)."""
+
+    text: str
+    sha: str
+
+    @classmethod
+    def of(cls, text: str) -> Script:
+        # The name Redis gives a script, not a security measure.
+        return cls(text, hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest())
+
+
+def describe_url(url: str) -> tuple[str, list[str]]:
+    """`host:port` of a Redis URL for messages, and the secrets they must not show."""
+    parts = urlsplit(url)
+    secrets = [s for s in (parts.password, unquote(parts.password or "")) if s]
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        port = 6379
+    return f"{parts.hostname or 'localhost'}:{port}", secrets
+
+
+def unavailable_text(where: str, secrets: list[str], exc: BaseException) -> str:
+    """Why Redis could not answer, naming the server and never its password."""
+    detail = str(exc) or "timed out"
+    for secret in secrets:
+        detail = detail.replace(secret, "***")
+    return f"Redis at {where} is unavailable: {type(exc).__name__}: {detail}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +240,19 @@ class RedisConnection:
         if replies is None or replies.lost:
             replies = await self._connected(deadline)
         return _checked(await replies.send(pack(args), deadline))
+
+    async def run(
+        self, script: Script, keys: tuple[str, ...], args: tuple[str | int, ...], deadline: float
+    ) -> Any:
+        """A script's reply: EVALSHA, or EVAL (which also caches it) when Redis lost it after
+        a restart or a flush. No other retry: a script run twice could count twice."""
+        tail = (len(keys), *keys, *args)
+        try:
+            return await self.call(("EVALSHA", script.sha, *tail), deadline)
+        except RedisReplyError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            return await self.call(("EVAL", script.text, *tail), deadline)
 
     def close(self) -> None:
         # A connection being opened is closed when it is ready (cancelling it would cancel

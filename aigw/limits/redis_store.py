@@ -26,15 +26,20 @@ the real date still expires keys on time.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import math
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote
 
 from aigw.limits import windows
-from aigw.limits.redis_connection import RedisAddress, RedisConnection, RedisReplyError
+from aigw.limits.redis_connection import (
+    RedisAddress,
+    RedisConnection,
+    RedisReplyError,
+    Script,
+    describe_url,
+    unavailable_text,
+)
 from aigw.limits.store import CounterStoreUnavailable, Taken
 
 log = logging.getLogger("aigw.limits")
@@ -210,19 +215,8 @@ def _ms(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
 
 
-@dataclass(frozen=True, slots=True)
-class _Script:
-    text: str
-    sha: str
-
-    @classmethod
-    def of(cls, text: str) -> _Script:
-        # The name Redis gives a script (EVALSHA), not a security measure.
-        return cls(text, hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest())
-
-
 _SCRIPTS = [
-    _Script.of(text) for text in (_WINDOW_TAKE, _WINDOW_ADJUST, _PERIOD_TAKE, _PERIOD_ADJUST)
+    Script.of(text) for text in (_WINDOW_TAKE, _WINDOW_ADJUST, _PERIOD_TAKE, _PERIOD_ADJUST)
 ]
 
 
@@ -230,7 +224,7 @@ class RedisCounterStore:
     def __init__(self, url: str, *, timeout: float = 0.5) -> None:
         """ValueError if the URL asks for something the store cannot do."""
         self._timeout = timeout
-        self._where, self._secrets = _describe(url)
+        self._where, self._secrets = describe_url(url)
         # No hidden retries: a take either answers within `timeout` or fails, and a retried
         # script could charge twice (only NOSCRIPT, which ran nothing, is sent again).
         self._connection = RedisConnection(RedisAddress.parse(url))
@@ -350,34 +344,21 @@ class RedisCounterStore:
             self._period_adjust, _period_keys(key, period_start, period_end), (delta, ttl, held)
         )
 
-    async def _run(
-        self, script: _Script, keys: str | tuple[str, ...], args: tuple[int, ...]
-    ) -> Any:
+    async def _run(self, script: Script, keys: str | tuple[str, ...], args: tuple[int, ...]) -> Any:
         if self._closed:
             raise CounterStoreUnavailable(f"Redis counter store at {self._where} is closed")
         # One deadline for the whole call (connecting, the script, its reload after NOSCRIPT):
         # what the caller was promised.
         deadline = asyncio.get_running_loop().time() + self._timeout
-        keys = (keys,) if isinstance(keys, str) else keys
-        tail: tuple[str | int, ...] = (len(keys), *keys, *args)
         try:
-            try:
-                return await self._connection.call(("EVALSHA", script.sha, *tail), deadline)
-            except RedisReplyError as exc:
-                if not str(exc).startswith("NOSCRIPT"):
-                    raise
-                # Redis restarted or was flushed: EVAL runs the script and caches it again.
-                return await self._connection.call(("EVAL", script.text, *tail), deadline)
+            return await self._connection.run(
+                script, (keys,) if isinstance(keys, str) else keys, args, deadline
+            )
         except (RedisReplyError, OSError, TimeoutError) as exc:
             raise self._unavailable(exc) from exc
 
     def _unavailable(self, exc: BaseException) -> CounterStoreUnavailable:
-        detail = str(exc) or "timed out"
-        for secret in self._secrets:
-            detail = detail.replace(secret, "***")
-        return CounterStoreUnavailable(
-            f"Redis at {self._where} is unavailable: {type(exc).__name__}: {detail}"
-        )
+        return CounterStoreUnavailable(unavailable_text(self._where, self._secrets, exc))
 
 
 def _fields(flat: list[Any]) -> tuple[dict[int, int], dict[int, int]]:
@@ -399,12 +380,3 @@ def _period_keys(key: str, period_start: float, period_end: float) -> tuple[str,
 
 def _window_ttl(window: float) -> int:
     return _ms(window + windows.bucket_size(window))
-
-
-def _describe(url: str) -> tuple[str, list[str]]:
-    """`host:port` (or the socket path) for messages, and the secrets they must not show."""
-    parts = urlsplit(url)
-    secrets = [s for s in (parts.password, unquote(parts.password or "")) if s]
-    if parts.scheme == "unix":
-        return parts.path, secrets
-    return f"{parts.hostname or 'localhost'}:{parts.port or 6379}", secrets

@@ -35,14 +35,8 @@ def counter_store(build: BuildContext) -> CounterStore:
 
     timeout = counters.timeout if counters is not None else 0.5
 
-    def open_redis() -> CounterStore:
-        try:
-            return RedisCounterStore(url, timeout=timeout)
-        except ValueError as exc:  # something in the URL the store cannot do
-            build.issues.add("counters.url", str(exc))  # once: the result is shared
-            return MemoryCounterStore()  # never serves: a config with an issue does not load
-
-    return build.shared(("counters", url), open_redis)
+    # The URL was checked when the config loaded (CountersConfig).
+    return build.shared(("counters", url), lambda: RedisCounterStore(url, timeout=timeout))
 
 
 def token_counter(build: BuildContext) -> TokenCounter:
