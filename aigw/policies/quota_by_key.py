@@ -20,7 +20,13 @@ from aigw.errors import ExpressionEvaluationFailure, GatewayError
 from aigw.limits.store import CounterStoreUnavailable
 from aigw.limits.windows import fixed_period
 from aigw.policies.base import Policy, PolicyConfig, record_shadow_rejection
-from aigw.policies.limit_support import StoreErrorMode, counter_store, log, store_failure
+from aigw.policies.limit_support import (
+    StoreErrorMode,
+    counter_store,
+    log,
+    pending_writes,
+    store_failure,
+)
 from aigw.policies.registry import register
 from aigw.policies.values import text_of
 
@@ -65,6 +71,7 @@ class QuotaByKey(Policy):
             start = start.replace(tzinfo=UTC)
         self.first_start = start.timestamp() if start is not None else 0.0
         self.store = counter_store(build)
+        self.writes = pending_writes(build)
         # Only a bandwidth quota needs to see the response body go by; without it, relayed
         # responses keep their Content-Length and skip the per-chunk call.
         self.chunk_hook_active = config.bandwidth is not None
@@ -121,19 +128,24 @@ class QuotaByKey(Policy):
         state = ctx.policy_state.get(self)
         if state is None:
             return
+        if self.condition is not None and self.condition.evaluate(ctx) is not True:
+            return
+        kilobytes = 0
+        if self.config.bandwidth is not None:
+            response = ctx.response
+            sent = len(response.body) if response is not None and response.stream is None else 0
+            total = len(ctx.request.body) + sent + ctx.policy_state.get((self, "bytes"), 0)
+            kilobytes = math.ceil(total / 1024)
+        # Counted after the response, off the connection's path, as token corrections are.
         key, start, end = state
-        config = self.config
+        self.writes.submit(self._count(key, start, end, kilobytes))
+
+    async def _count(self, key: str, start: float, end: float, kilobytes: int) -> None:
         try:
-            counts = self.condition is None or self.condition.evaluate(ctx) is True
-            if config.calls is not None and self.condition is not None and counts:
+            if self.config.calls is not None and self.condition is not None:
                 await self.store.period_adjust(f"quota-calls:{key}", start, end, 1)
-            if config.bandwidth is not None and counts:
-                response = ctx.response
-                sent = len(response.body) if response is not None and response.stream is None else 0
-                total = len(ctx.request.body) + sent + ctx.policy_state.get((self, "bytes"), 0)
-                await self.store.period_adjust(
-                    f"quota-kb:{key}", start, end, math.ceil(total / 1024)
-                )
+            if kilobytes:
+                await self.store.period_adjust(f"quota-kb:{key}", start, end, kilobytes)
         except CounterStoreUnavailable as exc:
             log.warning("%s: could not count a call: %s", self.name, exc)
 

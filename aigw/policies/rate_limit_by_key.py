@@ -20,6 +20,7 @@ from aigw.policies.limit_support import (
     StoreErrorMode,
     counter_store,
     log,
+    pending_writes,
     publish,
     store_failure,
     whole_seconds,
@@ -63,6 +64,7 @@ class RateLimitByKey(Policy):
             else None
         )
         self.store = counter_store(build)
+        self.writes = pending_writes(build)
 
     async def apply(self, ctx: RequestContext) -> Response | None:
         key = text_of(self.counter_key, ctx)
@@ -123,7 +125,10 @@ class RateLimitByKey(Policy):
         key, _ = state
         if self.condition.evaluate(ctx) is not True:
             return
-        now = ctx.clock.now().timestamp()
+        # Counted after the response, off the connection's path, as token corrections are.
+        self.writes.submit(self._count(key, ctx.clock.now().timestamp()))
+
+    async def _count(self, key: str, now: float) -> None:
         try:
             await self.store.window_adjust(
                 key, self.window, bucket_start(now, self.window), self.config.increment_count, now
