@@ -35,7 +35,8 @@ class MemoryCounterStore:
         # keys: a limit reconfigured under the same counter key gets a counter of its own.
         self._windows: dict[_WindowName, _Window] = {}
         self._periods: dict[_PeriodName, int] = {}  # -> units used
-        self._period_holds: dict[_PeriodName, int] = {}  # -> units of those held, when any
+        # -> units of those held, by the minute they were taken in (windows.hold_index)
+        self._period_holds: dict[_PeriodName, dict[int, int]] = {}
         self._sweep_interval = sweep_interval
         self._sweep_batch = sweep_batch
         self._next_sweep = -math.inf
@@ -141,27 +142,49 @@ class MemoryCounterStore:
         used = self._periods.get(name, 0)
         if not windows.fits(used, cost, limit):
             wait = max(0.0, period_end - now)
-            holding = self._period_holds.get(name, 0)
+            holding = self._live_holds(name, now)
             return Taken(False, used, max(0, limit - used), wait, period_start, holding)
         if cost > 0:
             used += cost
             self._periods[name] = used
             if held > 0:
-                _add(self._period_holds, name, held)
+                self._hold(name, held, now)
         return Taken(True, used, max(0, limit - used), 0.0, period_start)
 
     async def period_adjust(
-        self, key: str, period_start: float, period_end: float, delta: int, *, held: int = 0
+        self,
+        key: str,
+        period_start: float,
+        period_end: float,
+        delta: int,
+        *,
+        held: int = 0,
+        held_at: float = 0.0,
     ) -> None:
         name = (key, period_start, period_end)
-        if held and name in self._period_holds:
-            _add(self._period_holds, name, held)
+        if held:
+            self._hold(name, held, held_at)
         used = self._periods.get(name)
         if used is None and delta <= 0:
             return
         # A missing counter is created: charged after the fact (a check with cost 0, the
         # real cost once known). Never below zero, as for windows.
         self._periods[name] = max(0, (used or 0) + delta)
+
+    def _hold(self, name: _PeriodName, units: int, moment: float) -> None:
+        holds = self._period_holds.setdefault(name, {})
+        _add(holds, windows.hold_index(moment), units)
+        if not holds:
+            del self._period_holds[name]
+
+    def _live_holds(self, name: _PeriodName, now: float) -> int:
+        holds = self._period_holds.get(name)
+        if not holds:
+            return 0
+        oldest = windows.oldest_hold_index(now)
+        for index in [index for index in holds if index < oldest]:
+            del holds[index]  # lapsed: a release that never came
+        return sum(holds.values())
 
     def _live_window(self, key: str, window: float, now: float) -> _Window | None:
         """The key's record with the buckets that left the window removed (None if empty)."""

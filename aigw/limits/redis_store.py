@@ -9,7 +9,8 @@ Layout, all keys with a TTL so Redis never fills with dead counters:
   it); TTL window + one bucket, refreshed on every write.
 - `aigw:p:{key}:{start}:{end}`: an integer per quota period; TTL until the period ends + a
   margin. `aigw:ph:{key}:{start}:{end}`, beside it while requests in flight hold some of
-  those units: how many (same TTL; removed when the last hold is released).
+  those units: a hash of units held by the minute they were taken in, read for ten minutes
+  at most (a hold whose release was lost lapses); TTL eleven minutes after the last write.
 `{key}` is the caller's counter key percent-escaped (`:`, `{`, `}` and anything unusual), so
 no key can reach into another's name or pick a cluster hash slot. The window length and the
 period's end are part of the name so that a limit reconfigured under the same counter key
@@ -146,9 +147,12 @@ return units
 """
 )
 
-# KEYS[1] period counter, KEYS[2] its held units; ARGV limit, cost, ttl ms, held.
-# Allowed: {1, used}. Refused: {0, used, held}.
-_PERIOD_TAKE = """
+# KEYS[1] period counter, KEYS[2] its holds (a hash: minute index -> units held); ARGV
+# limit, cost, ttl ms, held, this minute's index, the oldest live minute's index, holds'
+# ttl ms. Allowed: {1, used}. Refused: {0, used, units held in live minutes}.
+_PERIOD_TAKE = (
+    _LUA_INT
+    + """
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
 local cost = tonumber(ARGV[2])
 if used + math.max(cost, 1) <= tonumber(ARGV[1]) then
@@ -156,21 +160,36 @@ if used + math.max(cost, 1) <= tonumber(ARGV[1]) then
     used = redis.call('INCRBY', KEYS[1], ARGV[2])
     redis.call('PEXPIRE', KEYS[1], ARGV[3])
     if ARGV[4] ~= '0' then
-      redis.call('INCRBY', KEYS[2], ARGV[4])
-      redis.call('PEXPIRE', KEYS[2], ARGV[3])
+      redis.call('HINCRBY', KEYS[2], ARGV[5], ARGV[4])
+      redis.call('PEXPIRE', KEYS[2], ARGV[7])
     end
   end
   return {1, used}
 end
-return {0, used, tonumber(redis.call('GET', KEYS[2]) or '0')}
+local flat, held, gone = redis.call('HGETALL', KEYS[2]), 0, {}
+local oldest = tonumber(ARGV[6])
+for i = 1, #flat, 2 do
+  if tonumber(flat[i]) < oldest then
+    gone[#gone + 1] = flat[i]
+  else
+    held = held + tonumber(flat[i + 1])
+  end
+end
+if #gone > 0 then redis.call('HDEL', KEYS[2], unpack(gone)) end
+return {0, used, held}
 """
+)
 
-# KEYS[1] period counter, KEYS[2] its held units; ARGV delta, ttl ms for a counter this
-# creates (a cost charged after a check with cost 0), held (negative: a release). Neither
-# goes below zero.
+# KEYS[1] period counter, KEYS[2] its holds; ARGV delta, ttl ms for a counter this creates
+# (a cost charged after a check with cost 0), held (negative: a release), the minute index
+# of the take that held them, holds' ttl ms. Neither goes below zero.
 _PERIOD_ADJUST = """
-if ARGV[3] ~= '0' and redis.call('EXISTS', KEYS[2]) == 1 then
-  if redis.call('INCRBY', KEYS[2], ARGV[3]) <= 0 then redis.call('DEL', KEYS[2]) end
+if ARGV[3] ~= '0' then
+  if redis.call('HINCRBY', KEYS[2], ARGV[4], ARGV[3]) <= 0 then
+    redis.call('HDEL', KEYS[2], ARGV[4])
+  else
+    redis.call('PEXPIRE', KEYS[2], ARGV[5])
+  end
 end
 local delta = tonumber(ARGV[1])
 if delta == 0 then return 0 end
@@ -186,6 +205,9 @@ if used < 0 then
 end
 return used
 """
+
+# Holds lapse after their lifetime; their hash goes a minute after the last one was written.
+_HOLDS_TTL_MS = int((windows.HOLD_LIFETIME_BUCKETS + 1) * windows.HOLD_BUCKET * 1000)
 
 
 def escape_key(key: str) -> str:
@@ -321,10 +343,17 @@ class RedisCounterStore:
         held: int = 0,
     ) -> Taken:
         ttl = _ms(period_end - now + PERIOD_MARGIN)
+        args = (
+            limit,
+            cost,
+            ttl,
+            held if cost > 0 else 0,
+            windows.hold_index(now),
+            windows.oldest_hold_index(now),
+            _HOLDS_TTL_MS,
+        )
         reply = await self._run(
-            self._period_take,
-            _period_keys(key, period_start, period_end),
-            (limit, cost, ttl, held if cost > 0 else 0),
+            self._period_take, _period_keys(key, period_start, period_end), args
         )
         allowed, used = bool(reply[0]), int(reply[1])
         if allowed:
@@ -333,16 +362,22 @@ class RedisCounterStore:
         return Taken(False, used, max(0, limit - used), wait, period_start, int(reply[2]))
 
     async def period_adjust(
-        self, key: str, period_start: float, period_end: float, delta: int, *, held: int = 0
+        self,
+        key: str,
+        period_start: float,
+        period_end: float,
+        delta: int,
+        *,
+        held: int = 0,
+        held_at: float = 0.0,
     ) -> None:
         if delta == 0 and held == 0:
             return
         # No `now` here: a counter created by the adjust lives one whole period + margin,
         # an upper bound on what is left of it.
         ttl = _ms(period_end - period_start + PERIOD_MARGIN)
-        await self._run(
-            self._period_adjust, _period_keys(key, period_start, period_end), (delta, ttl, held)
-        )
+        args = (delta, ttl, held, windows.hold_index(held_at), _HOLDS_TTL_MS)
+        await self._run(self._period_adjust, _period_keys(key, period_start, period_end), args)
 
     async def _run(self, script: Script, keys: str | tuple[str, ...], args: tuple[int, ...]) -> Any:
         if self._closed:

@@ -91,10 +91,18 @@ class CounterStore(Protocol):
     ) -> Taken:
         """As window_take, for the fixed period [period_start, period_end); `retry_after` is
         the time until the period ends when refused, and `held` what requests in flight
-        hold of it. `held` (at most `cost`) of the units added are marked as held."""
+        hold of it. `held` (at most `cost`) of the units added are marked as held at `now`."""
 
     async def period_adjust(
-        self, key: str, period_start: float, period_end: float, delta: int, *, held: int = 0
+        self,
+        key: str,
+        period_start: float,
+        period_end: float,
+        delta: int,
+        *,
+        held: int = 0,
+        held_at: float = 0.0,
     ) -> None:
-        """Add `delta` (may be negative) to the period's units and `held` (negative: a
-        release) to what is marked held; neither goes below zero."""
+        """Add `delta` (may be negative) to the period's units, and `held` (negative: a
+        release) to the units marked held by the take made at `held_at`; neither goes below
+        zero. Holds lapse by themselves after `windows.HOLD_LIFETIME_BUCKETS` minutes."""

@@ -26,6 +26,12 @@ BUCKETS_PER_WINDOW = 60
 # those come back when the requests end, usually within a second or two, not a window later.
 HELD_RETRY = 1.0
 
+# A quota's holds are kept per minute and count for ten minutes at most: a hold whose release
+# was lost (the store unreachable then, a worker killed) must not stand for the rest of a
+# month. A request that outlasts it just stops being held (its tokens still count).
+HOLD_BUCKET = 60.0
+HOLD_LIFETIME_BUCKETS = 10
+
 QuotaPeriod = Literal["Hourly", "Daily", "Weekly", "Monthly", "Yearly"]
 QUOTA_PERIODS: tuple[QuotaPeriod, ...] = get_args(QuotaPeriod)
 
@@ -189,3 +195,13 @@ def fixed_period(now: float, length: float, first_start: float = 0.0) -> tuple[f
         k += 1
         start = first_start + k * length
     return start, first_start + (k + 1) * length
+
+
+def hold_index(moment: float) -> int:
+    """The minute a quota hold taken at `moment` is kept under."""
+    return math.floor(moment / HOLD_BUCKET)
+
+
+def oldest_hold_index(now: float) -> int:
+    """Holds kept under earlier minutes have lapsed."""
+    return hold_index(now) - HOLD_LIFETIME_BUCKETS + 1

@@ -84,6 +84,7 @@ class Reservation:
     held: int  # of `cost`, the completion bound: released when the request ends
     quota_cost: int  # taken from the quota: `cost` in strict mode, else the prompt estimate
     quota_held: int  # of `quota_cost`, the completion bound (strict mode): released at the end
+    taken_at: float  # when it was taken: where the quota's hold is released
     minute: Taken | None
     quota: Taken | None
     period: tuple[float, float] | None
@@ -172,7 +173,7 @@ class TokenLimit(Policy):
                 # From here what the minute took is settled like a reservation: given back if
                 # the quota refuses (nothing is charged then) or cannot be reached.
                 ctx.policy_state[self] = Reservation(
-                    key, cost, completion, 0, 0, minute, None, None
+                    key, cost, completion, 0, 0, now, minute, None, None
                 )
             # Default mode takes the prompt only: a quota's 403 says "wait for the renewal",
             # which must not come from what requests in flight merely hold for a second.
@@ -190,8 +191,12 @@ class TokenLimit(Policy):
                 held=quota_held,
             )
             if not quota.allowed:
-                quota = await self._refused_quota(ctx, key, quota_cost, quota_held, period, quota)
-        return Reservation(key, cost, completion, quota_cost, quota_held, minute, quota, period)
+                quota = await self._refused_quota(
+                    ctx, key, quota_cost, quota_held, period, now, quota
+                )
+        return Reservation(
+            key, cost, completion, quota_cost, quota_held, now, minute, quota, period
+        )
 
     async def _refused_minute(
         self,
@@ -238,11 +243,12 @@ class TokenLimit(Policy):
         cost: int,
         held: int,
         period: tuple[float, float],
+        now: float,
         taken: Taken,
     ) -> Taken:
         limit = self.config.token_quota
         assert limit is not None
-        if taken.held and taken.used - taken.held + cost <= limit:
+        if taken.held and taken.used - taken.held + max(cost, 1) <= limit:
             # Only what requests in flight hold is missing: it comes back when they end.
             wait = whole_seconds(HELD_RETRY)
             message = (
@@ -266,7 +272,9 @@ class TokenLimit(Policy):
         if not self.shadow:
             raise error
         record_shadow_rejection(ctx, self, error)
-        await self.store.period_adjust(f"tokens:{key}", period[0], period[1], cost, held=held)
+        await self.store.period_adjust(
+            f"tokens:{key}", period[0], period[1], cost, held=held, held_at=now
+        )
         return Taken(True, taken.used + cost, max(0, limit - taken.used - cost), 0.0, period[0])
 
     # -- after the response ----------------------------------------------------------------
@@ -313,6 +321,8 @@ class TokenLimit(Policy):
             self.writes.submit(self._correct(reservation, consumed, ctx.clock.now().timestamp()))
 
     async def _correct(self, reservation: Reservation, consumed: int, now: float) -> None:
+        # Each counter on its own: one the store could not correct must not keep the other
+        # from being corrected (or its hold from being released).
         try:
             if reservation.minute is not None:
                 # Tokens beyond what was taken count from now, when they became known: in
@@ -330,20 +340,25 @@ class TokenLimit(Policy):
                     held=-reservation.held,
                     held_bucket=taken,
                 )
-            period = self.config.token_quota_period
-            if reservation.period is not None and period is not None:
-                # The same for the quota: an answer that ends in the next period counts there;
-                # what was held is released where it was taken.
-                counter, reserved = f"tokens:{reservation.key}", reservation.period
-                extra, released = consumed - reservation.quota_cost, -reservation.quota_held
-                start, end = reserved if extra < 0 else period_bounds(period, now)
-                if (start, end) == reserved:
-                    await self.store.period_adjust(counter, start, end, extra, held=released)
-                else:
-                    await self.store.period_adjust(counter, *reserved, 0, held=released)
-                    await self.store.period_adjust(counter, start, end, extra)
         except CounterStoreUnavailable as exc:
             log.warning("%s: could not settle a request's %d tokens: %s", self.name, consumed, exc)
+        period = self.config.token_quota_period
+        if reservation.period is None or period is None:
+            return
+        try:
+            # The same for the quota: an answer that ends in the next period counts there;
+            # what was held is released where it was taken.
+            counter, reserved = f"tokens:{reservation.key}", reservation.period
+            extra, released = consumed - reservation.quota_cost, -reservation.quota_held
+            start, end = reserved if extra < 0 else period_bounds(period, now)
+            first = extra if (start, end) == reserved else 0
+            await self.store.period_adjust(
+                counter, *reserved, first, held=released, held_at=reservation.taken_at
+            )
+            if (start, end) != reserved:
+                await self.store.period_adjust(counter, start, end, extra)
+        except CounterStoreUnavailable as exc:
+            log.warning("%s: could not settle a request's quota: %s", self.name, exc)
 
     def _publish_headers(
         self,

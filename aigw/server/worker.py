@@ -113,6 +113,9 @@ class GatewayServer(uvicorn.Server):
         if self.admin is not None:
             await self.admin.close()
         await super().shutdown(sockets)
+        if self.operations is not None:
+            # Requests that ended while the server drained counted too: write them last.
+            self.operations.registry.flush()
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

@@ -108,9 +108,12 @@ class OperationsServer:
             await asyncio.sleep(PUBLISH_INTERVAL)
             try:
                 publish_state(self.registry, self.holder)
-                self.registry.flush()  # this second's counts, for the other workers' scrapes
             except Exception:  # never let the publisher die silently and stay stale
-                log.exception("publishing metrics failed")
+                log.exception("publishing backend state failed")
+            try:
+                self.registry.flush()  # this second's counts, for the other workers' scrapes
+            except Exception:
+                log.exception("writing metrics to the shared files failed")
 
     async def start(self) -> None:
         runner = web.AppRunner(

@@ -115,7 +115,7 @@ class PrometheusMetrics:
         )
         # The series a request adds to, by its labels: one lookup per request instead of one
         # per sample. Kept only for label sets below the cardinality cap, hence bounded.
-        self._request_series: dict[tuple[str, ...], tuple[Series, Series, Series]] = {}
+        self._request_series: dict[tuple[str, ...], tuple[Series, Series]] = {}
         self._token_series: dict[tuple[object, ...], list[Series | None]] = {}
 
     def _family(
@@ -157,8 +157,8 @@ class PrometheusMetrics:
             series = self._series_of_request(labels)
         self._requests.add(series[0], 1.0)
         self._duration.sample(series[1], record.duration)
-        if record.time_to_first_byte is not None:
-            self._first_byte.sample(series[2], record.time_to_first_byte)
+        if record.time_to_first_byte is not None:  # only answers with a body have one
+            self._first_byte.observe(labels, record.time_to_first_byte)
         if record.reason is not None and record.status >= 400:
             self._rejections.inc((record.api_id, record.operation_id, status, record.reason))
         for reason in record.shadow_rejections:
@@ -170,13 +170,9 @@ class PrometheusMetrics:
             head = (record.api_id, record.operation_id, model, backend, usage.source)
             self._add_tokens(self._tokens, head, usage, skip_zero=True)
 
-    def _series_of_request(self, labels: tuple[str, ...]) -> tuple[Series, Series, Series]:
-        found = (
-            self._requests.series(labels),
-            self._duration.series(labels),
-            self._first_byte.series(labels),
-        )
-        if not (self._requests.full or self._duration.full or self._first_byte.full):
+    def _series_of_request(self, labels: tuple[str, ...]) -> tuple[Series, Series]:
+        found = (self._requests.series(labels), self._duration.series(labels))
+        if not (self._requests.full or self._duration.full):
             self._request_series[labels] = found
         return found
 
@@ -185,13 +181,16 @@ class PrometheusMetrics:
     ) -> None:
         """Each token type's count to `family`, under `head` + the token type label; with
         `skip_zero`, a type without tokens gets no series."""
+        counts = token_counts(usage)
+        if skip_zero and not any(counts):
+            return  # nothing to add, and no row to keep for it
         key = (family, *head)
         row = self._token_series.get(key)
         if row is None:
             row = [None] * len(TOKEN_TYPES)
             if not family.full:
                 self._token_series[key] = row
-        for index, count in enumerate(token_counts(usage)):
+        for index, count in enumerate(counts):
             if not count and skip_zero:
                 continue
             series = row[index]
@@ -200,6 +199,10 @@ class PrometheusMetrics:
                 if not family.full:  # not a folded one: that must count each drop
                     row[index] = series
             family.add(series, count)
+
+    def cached_rows(self) -> int:
+        """Token series rows kept for quick lookup (bounded by the cardinality cap)."""
+        return len(self._token_series)
 
     def unrouted(self, status: int, duration: float) -> None:
         """A request that matched no API (or was refused before routing)."""

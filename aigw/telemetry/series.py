@@ -78,11 +78,15 @@ class SeriesFiles:
         """Write every changed series to its file. On the event loop's thread only: that is
         where the series change."""
         changed, self.changed = self.changed, []
-        for series in changed:
+        for index, series in enumerate(changed):
+            try:
+                file = series.file
+                for key, value in zip(series.keys, series.values, strict=True):
+                    file.write_value(key, value, 0.0)
+            except BaseException:
+                self.changed.extend(changed[index:])  # still changed: the next flush tries
+                raise
             series.dirty = False
-            file = series.file
-            for key, value in zip(series.keys, series.values, strict=True):
-                file.write_value(key, value, 0.0)
 
     def close(self) -> None:
         self.flush()

@@ -35,8 +35,7 @@ class UsageMeter:
         self.operation = ctx.operation.id
         self.model = ctx.model or ctx.deployment_id
         self.counter = counter
-        # Whose resent texts a count may be looked up among (see aigw.tokenizer.recent).
-        self.tenant = ctx.subscription.id if ctx.subscription is not None else ""
+        self.tenant = _tenant(ctx)
         body = ctx.request.json if ctx.request.body else None
         self.body: dict[str, Any] = body if isinstance(body, dict) else {}
         self.streaming = self.body.get("stream") is True
@@ -129,6 +128,17 @@ class UsageMeter:
             name = encoding_name_for(self.model)
             completion = await self.counter.count(name, self.tracker.completion_text())
         return Usage(prompt, completion, prompt + completion, source="counted")
+
+
+def _tenant(ctx: RequestContext) -> str:
+    """Whose resent texts a count may be looked up among (aigw.tokenizer.recent): the
+    subscription, else the authenticated user, else the client's address, so a lookup's
+    speed never tells one caller what another sent."""
+    if ctx.subscription is not None:
+        return "s:" + ctx.subscription.id
+    if ctx.user is not None:
+        return "u:" + ctx.user.id
+    return "ip:" + ctx.request.client_ip
 
 
 def meter_for(ctx: RequestContext, counter: TokenCounter | None) -> UsageMeter | None:

@@ -379,19 +379,32 @@ async def test_a_period_refusal_says_what_requests_in_flight_hold(
 ) -> None:
     start, end = windows.period_bounds("Monthly", T0)
     assert (await store.period_take(k("q"), start, end, 100, 50, T0, held=40)).allowed
-    assert (await store.period_take(k("q"), start, end, 100, 30, T0, held=20)).allowed
-    refused = await store.period_take(k("q"), start, end, 100, 30, T0)
+    assert (await store.period_take(k("q"), start, end, 100, 30, T0 + 70, held=20)).allowed
+    refused = await store.period_take(k("q"), start, end, 100, 30, T0 + 80)
     assert (refused.allowed, refused.used, refused.held) == (False, 80, 60)
     # The first request ends having used 10 of its 50: its 40 held go, and 40 more it did
     # not use.
-    await store.period_adjust(k("q"), start, end, -40, held=-40)
-    refused = await store.period_take(k("q"), start, end, 100, 70, T0)
+    await store.period_adjust(k("q"), start, end, -40, held=-40, held_at=T0)
+    refused = await store.period_take(k("q"), start, end, 100, 70, T0 + 90)
     assert (refused.allowed, refused.used, refused.held) == (False, 40, 20)
     # Releasing more than is held (a hold that outlived a restart) stops at nothing held.
-    await store.period_adjust(k("q"), start, end, 0, held=-500)
-    refused = await store.period_take(k("q"), start, end, 100, 70, T0)
+    await store.period_adjust(k("q"), start, end, 0, held=-500, held_at=T0 + 70)
+    refused = await store.period_take(k("q"), start, end, 100, 70, T0 + 90)
     assert (refused.used, refused.held) == (40, 0)
-    assert (await store.period_take(k("q"), start, end, 100, 60, T0)).allowed
+    assert (await store.period_take(k("q"), start, end, 100, 60, T0 + 90)).allowed
+
+
+async def test_a_period_hold_whose_release_never_comes_lapses(
+    store: CounterStore, k: Callable[[str], str]
+) -> None:
+    start, end = windows.period_bounds("Monthly", T0)
+    # Held by an adjust (as shadow mode does), not only by a take.
+    await store.period_adjust(k("q"), start, end, 90, held=80, held_at=T0)
+    lifetime = windows.HOLD_LIFETIME_BUCKETS * windows.HOLD_BUCKET
+    still = await store.period_take(k("q"), start, end, 100, 20, T0 + lifetime - 61)
+    assert (still.allowed, still.held) == (False, 80)
+    lapsed = await store.period_take(k("q"), start, end, 100, 20, T0 + lifetime + 1)
+    assert (lapsed.allowed, lapsed.used, lapsed.held) == (False, 90, 0)
 
 
 async def test_redis_period_holds_live_beside_the_counter_and_go_with_the_last_release(
@@ -403,11 +416,10 @@ async def test_redis_period_holds_live_beside_the_counter_and_go_with_the_last_r
     try:
         await store.period_take(k("q"), start, end, 100, 50, T0 + 100, held=30)
         assert held == period_key(k("q"), start, end).replace("aigw:p:", "aigw:ph:", 1)
-        assert int(await redis.get(held)) == 30
-        assert await redis.pttl(held) == pytest.approx(
-            await redis.pttl(period_key(k("q"), start, end)), abs=1_000
-        )
-        await store.period_adjust(k("q"), start, end, -20, held=-30)
+        minute = str(windows.hold_index(T0 + 100)).encode()
+        assert await redis.hgetall(held) == {minute: b"30"}
+        assert 600_000 < await redis.pttl(held) <= 660_000
+        await store.period_adjust(k("q"), start, end, -20, held=-30, held_at=T0 + 100)
         assert not await redis.exists(held)
         assert int(await redis.get(period_key(k("q"), start, end))) == 30
     finally:

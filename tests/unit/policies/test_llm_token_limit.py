@@ -18,6 +18,7 @@ from aigw.errors import GatewayError
 from aigw.headers import Headers
 from aigw.limits.memory_store import MemoryCounterStore
 from aigw.limits.store import CounterStoreUnavailable
+from aigw.limits.windows import period_bounds
 from aigw.pipeline.chain import Chain
 from aigw.pipeline.executor import complete, execute
 from aigw.policies.base import Policy, run_statements
@@ -325,6 +326,40 @@ def test_a_strict_quota_held_by_requests_in_flight_is_a_429_for_a_second(
     # 300 + 100 + 200 used: the quota's own 403 again for what does not fit.
     error = refusal(policy, request(clock, {**PROMPT, "max_tokens": 500}))
     assert error.status_code == 403
+
+
+def test_a_strict_quota_hold_taken_in_shadow_mode_is_released_too(clock: ManualClock) -> None:
+    (policy,) = limits(
+        {
+            "counter-key": "k",
+            "token-quota": 1000,
+            "token-quota-period": "Monthly",
+            "strict": True,
+            "shadow": True,
+        }
+    )
+    assert isinstance(policy, TokenLimit)
+    call([policy], request(clock, {**PROMPT, "max_tokens": 900}), 900)
+    start, end = period_bounds("Monthly", clock.now().timestamp())
+
+    def state() -> tuple[int, int]:
+        taken = asyncio.run(
+            policy.store.period_take("tokens:k", start, end, 1000, 1, clock.now().timestamp())
+        )
+        return taken.used, taken.held
+
+    in_flight = request(clock, {**PROMPT, "max_tokens": 600})
+    asyncio.run(run_statements([policy], in_flight))  # over the quota: let through, counted
+    assert state() == (1509, 600)  # its prompt (9) and the 600 it may use, held
+
+    async def end_in_flight() -> None:
+        response = await in_flight.usage_meter.on_response(answer(100))  # type: ignore[union-attr]
+        await policy.on_response(in_flight, response)
+        await complete(in_flight)
+        await drain([policy])
+
+    asyncio.run(end_in_flight())
+    assert state() == (1000, 0)
 
 
 def test_every_limit_must_pass_and_a_refusal_charges_none_of_them(clock: ManualClock) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from aigw.telemetry.prometheus import LATENCY_BUCKETS, MetricsDirectory, PrometheusMetrics
@@ -259,3 +260,41 @@ def test_text_a_caller_chose_is_bounded_and_free_of_nul() -> None:
     assert caller_text(None) is None
     assert caller_text("a\x00b") == "ab"
     assert caller_text("m" * 10_000) == "m" * MAX_TEXT
+
+
+def test_requests_without_a_first_byte_or_tokens_add_no_such_series(directory: Path) -> None:
+    metrics = PrometheusMetrics(directory, max_series=10)
+    for index in range(50):  # refused requests naming models of their own
+        metrics.request_finished(
+            record(status=401, time_to_first_byte=None, usage=Usage(0, 0, 0), model=f"m{index}")
+        )
+    names = {name for name, _ in samples(metrics.render())}
+    assert "aigw_requests_total" in names
+    assert not any(name.startswith("aigw_time_to_first_token") for name in names)
+    assert "aigw_request_tokens_total" not in names
+    assert metrics.cached_rows() == 0, "nothing kept per model name either"
+
+
+def test_a_failed_flush_leaves_what_it_did_not_write_for_the_next(
+    directory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counting, scraped = PrometheusMetrics(directory), PrometheusMetrics(directory)
+    counting.request_finished(record())
+    original, calls = MmapedDict.write_value, []
+
+    def failing_once(self: MmapedDict, key: str, value: float, timestamp: float) -> None:
+        calls.append(key)
+        if len(calls) == 3:
+            raise OSError("disk full")
+        original(self, key, value, timestamp)
+
+    monkeypatch.setattr(MmapedDict, "write_value", failing_once)
+    with pytest.raises(OSError):
+        counting.flush()
+    monkeypatch.setattr(MmapedDict, "write_value", original)
+    counting.flush()
+    labels = {"api": "chat", "operation": "chat-completions", "backend": "ptu", "status": "200"}
+    text = scraped.render()
+    assert value(text, "aigw_requests_total", **labels) == 1
+    assert value(text, "aigw_request_duration_seconds_count", **labels) == 1
+    assert value(text, "aigw_time_to_first_token_seconds_count", **labels) == 1

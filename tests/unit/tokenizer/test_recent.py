@@ -89,4 +89,5 @@ async def test_the_meter_counts_for_the_caller_s_subscription(counter: TokenCoun
         meter = UsageMeter(ctx, counter)
         assert await meter.estimate_prompt() > tokens(O200K, SYSTEM)
     held = sorted(tenant for tenant, _, _ in counter.recent.held())
-    assert held == ["", "sub-a", "sub-b"]
+    # Without a subscription (or a user), the client's address is whose texts they are.
+    assert held == ["ip:203.0.113.7", "s:sub-a", "s:sub-b"]
