@@ -12,9 +12,7 @@ from aigw.telemetry.record import RequestRecord
 from aigw.usage.meter import METERED_OPERATIONS
 
 
-# Not frozen, like RequestRecord: a frozen dataclass's __init__ sets each field through
-# object.__setattr__, and one row is built per request.
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class LedgerRow:
     """One `usage_records` row; the fields are the columns, in table order."""
 
