@@ -85,6 +85,9 @@ def replicas(
         strict=limit_api("strict", LIMIT, strict=True),
         loose=limit_api("loose", LIMIT),
         small=limit_api("small", 300),
+        quota=limit_api(
+            "quota", 1_000_000, strict=True, **{"token-quota": 300, "token-quota-period": "Monthly"}
+        ),
     )
     workdir = Path(tmp_path_factory.mktemp("replicas"))
     gateways = [Gateway(workdir, config), Gateway(workdir, config)]
@@ -210,6 +213,58 @@ def test_a_refusal_behind_a_request_in_flight_on_another_replica_retries_soon(
     assert admitted.status_code == 200, admitted.text
     # 300 - 13 (the first, settled) - 13 (this one)
     assert admitted.headers["x-remaining-tokens"] == "274"
+
+
+def test_a_strict_quota_held_on_another_replica_is_a_429_not_a_403(
+    replicas: list[Gateway],
+) -> None:
+    """What a request in flight on the other replica holds of a quota comes back when it
+    ends: the refusal says so (429, `Retry-After: 1`) instead of "wait for the renewal"."""
+    key = uuid.uuid4().hex
+    url = "/quota/v1/chat/completions"
+
+    async def scenario() -> tuple[httpx.Response, ...]:
+        async with httpx.AsyncClient(timeout=10) as http:
+            # 8 + 250 of the 300: admitted, and holds its 250 while it runs.
+            slow = asyncio.create_task(
+                http.post(
+                    f"{replicas[0].url}{url}",
+                    json=chat_body(max_tokens=250),
+                    headers=demo_headers(key, 5, latency_ms=500),
+                )
+            )
+            await asyncio.sleep(0.2)
+            held = await http.post(
+                f"{replicas[1].url}{url}",
+                json=chat_body(max_tokens=60),
+                headers=demo_headers(key, 5, latency_ms=0),
+            )
+            too_large = await http.post(
+                f"{replicas[1].url}{url}",
+                json=chat_body(max_tokens=295),
+                headers=demo_headers(key, 5, latency_ms=0),
+            )
+            first = await slow
+            await asyncio.sleep(int(held.headers.get("retry-after", "0")))
+            admitted = await http.post(
+                f"{replicas[1].url}{url}",
+                json=chat_body(max_tokens=60),
+                headers=demo_headers(key, 5, latency_ms=0),
+            )
+            return first, held, too_large, admitted
+
+    first, held, too_large, admitted = asyncio.run(scenario())
+    assert first.status_code == 200, first.text
+    assert_error(
+        held,
+        429,
+        "Token quota is exceeded for now: requests in flight hold the rest. "
+        "Try again in 1 seconds.",
+    )
+    assert held.headers["retry-after"] == "1"
+    # 8 + 303 would not fit even with nothing held: the quota's own answer.
+    assert_error(too_large, 403, "Token quota is exceeded. Quota will be replenished at")
+    assert admitted.status_code == 200, admitted.text
 
 
 def test_default_mode_overshoots_by_at_most_the_last_request_without_concurrency(
