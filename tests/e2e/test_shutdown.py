@@ -20,9 +20,13 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
 
+from aigw.telemetry.prometheus import MetricsDirectory
 from tests.e2e.helpers import CHAT_BODY, base_config, wait_until
-from tests.support import DemoBackend, Gateway
+from tests.support import DemoBackend, Gateway, free_port
 
 CHAT = "/v1/chat/completions"
 SLOW_STREAM = {"x-demo-chunk-delay-ms": "200", "x-demo-chunks": "10"}  # about 2 s
@@ -116,6 +120,35 @@ def test_drain_delay_keeps_readyz_at_503_while_a_stream_finishes(
     finally:
         gw.stop()
     assert "Traceback" not in gw.stderr()
+
+
+def test_a_stream_that_ends_during_the_drain_is_in_the_metrics(
+    tmp_path: Path, demo_backend: DemoBackend
+) -> None:
+    """Counted in memory, written once a second and at the very end: after the requests the
+    shutdown waited for, not before."""
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    config = base_config(demo_backend.url)
+    config["operations"] = {"host": "127.0.0.1", "port": free_port()}
+    gw = Gateway(tmp_path, config, env={**os.environ, MetricsDirectory.ENV: str(metrics)})
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            stream = start_stream(pool, gw.url)
+            gw.signal(signal.SIGTERM)
+            assert_complete(stream.result(timeout=10))
+        assert gw.popen.wait(timeout=10) == 0
+    finally:
+        gw.stop()
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(metrics))
+    found = {
+        (sample.name, sample.labels.get("status")): sample.value
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for sample in family.samples
+    }
+    assert found[("aigw_requests_total", "200")] == 1
+    assert found[("aigw_time_to_first_token_seconds_count", "200")] == 1
 
 
 @pytest.mark.parametrize("target", ["process-group", "supervisor"])
