@@ -21,6 +21,7 @@ from aiohttp.web_response import StreamResponse
 from aigw.admin.dashboard import PUBLIC_ROUTES, Dashboard
 from aigw.admin.handlers import ACTOR, RUNTIME, routes
 from aigw.reload import RuntimeHolder
+from aigw.server.listener import Listener
 from aigw.subscriptions.service import ServiceError
 from aigw.subscriptions.store import StoreError
 
@@ -143,34 +144,21 @@ class AdminServer:
         self, holder: RuntimeHolder, host: str, port: int, sock: socket.socket | None = None
     ) -> None:
         self.holder = holder
-        self.host = host
-        self.port = port
-        self.sock = sock
-        self._runner: web.AppRunner | None = None
+        self.listener = Listener(
+            host,
+            port,
+            sock,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+            log=log,
+            started="admin API listening on %s",
+        )
 
     async def start(self) -> None:
-        runner = web.AppRunner(
+        await self.listener.start(
             build_app(self.holder),
-            handle_signals=False,
             access_log_class=AccessLog,
             access_log=logging.getLogger("aigw.admin.access"),
-            shutdown_timeout=SHUTDOWN_TIMEOUT,
         )
-        await runner.setup()
-        site: web.BaseSite
-        if self.sock is not None:
-            site = web.SockSite(runner, self.sock)
-        else:
-            site = web.TCPSite(runner, self.host, self.port)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        log.info("admin API listening on %s", site.name)
 
     async def close(self) -> None:
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
+        await self.listener.close()

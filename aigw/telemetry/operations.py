@@ -18,6 +18,7 @@ from aiohttp import web
 from aigw.backends.guarded import GuardedBackend
 from aigw.backends.pool import PoolBackend
 from aigw.reload import RuntimeHolder
+from aigw.server.listener import Listener
 from aigw.telemetry.prometheus import CONTENT_TYPE, PrometheusMetrics
 
 log = logging.getLogger("aigw.operations")
@@ -99,8 +100,14 @@ class OperationsServer:
         sock: socket.socket | None = None,
     ) -> None:
         self.holder, self.registry = holder, registry
-        self.host, self.port, self.sock = host, port, sock
-        self._runner: web.AppRunner | None = None
+        self.listener = Listener(
+            host,
+            port,
+            sock,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+            log=log,
+            started="operations listener (metrics, probes) on %s",
+        )
         self._publisher: asyncio.Task[None] | None = None
 
     async def _publish(self) -> None:
@@ -116,26 +123,8 @@ class OperationsServer:
                 log.exception("writing metrics to the shared files failed")
 
     async def start(self) -> None:
-        runner = web.AppRunner(
-            build_app(self.holder, self.registry),
-            handle_signals=False,
-            access_log=None,
-            shutdown_timeout=SHUTDOWN_TIMEOUT,
-        )
-        await runner.setup()
-        site: web.BaseSite
-        if self.sock is not None:
-            site = web.SockSite(runner, self.sock)
-        else:
-            site = web.TCPSite(runner, self.host, self.port)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
+        await self.listener.start(build_app(self.holder, self.registry), access_log=None)
         self._publisher = asyncio.get_running_loop().create_task(self._publish())
-        log.info("operations listener (metrics, probes) on %s", site.name)
 
     async def close(self) -> None:
         if self._publisher is not None:
@@ -143,6 +132,4 @@ class OperationsServer:
             await asyncio.gather(self._publisher, return_exceptions=True)
             self._publisher = None
             self.registry.flush()  # the last counts, before the process goes
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
+        await self.listener.close()
