@@ -16,15 +16,7 @@ import asyncpg
 from aigw.ledger.query import Dialect, ReportSpec, Summary, aggregate_of, summary_sql
 from aigw.ledger.rows import COLUMNS, LedgerRow
 from aigw.ledger.schema import MIGRATIONS_TABLE, TABLE, LedgerUnavailable, Migration, next_migration
-
-# The subscription store's connection rules: the same timeouts, the same idea of "the server
-# is unavailable", the same schema names, and passwords kept out of messages.
-from aigw.subscriptions.postgres_store import (
-    CONNECT_TIMEOUT_SECONDS,
-    SCHEMA_NAME,
-    UNAVAILABLE,
-)
-from aigw.subscriptions.postgres_store import _location as location
+from aigw.postgresdb import CONNECT_TIMEOUT_SECONDS, SCHEMA_NAME, UNAVAILABLE, location
 
 COMMAND_TIMEOUT_SECONDS = 30.0
 POOL_MIN, POOL_MAX = 1, 2  # one writer task and the occasional report

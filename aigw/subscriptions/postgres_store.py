@@ -7,15 +7,14 @@ order and a replica that asks for `changes_since(r)` can never skip a row commit
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 
+from aigw.postgresdb import CONNECT_TIMEOUT_SECONDS, SCHEMA_NAME, UNAVAILABLE, location
 from aigw.subscriptions.model import AuditEntry, Subscription
 from aigw.subscriptions.schema import (
     Migration,
@@ -31,27 +30,10 @@ from aigw.subscriptions.schema import (
 )
 from aigw.subscriptions.store import ConcurrentUpdate, StoreUnavailable, SubscriptionNotFound
 
-CONNECT_TIMEOUT_SECONDS = 5.0
 COMMAND_TIMEOUT_SECONDS = 30.0  # generous: a bulk import of many rows is one command
 POOL_MIN, POOL_MAX = 1, 4
 # Any fixed number works; every opener of any aigw store takes the same one while migrating.
 MIGRATION_LOCK = 0x61696777_73756273  # "aigwsubs"
-# Lower case only: the name goes both into search_path, which folds case, and into DDL.
-SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-
-# Errors that mean the server is gone, overloaded, refusing us or shutting down, as opposed
-# to a bug in a query.
-UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.InsufficientResourcesError,
-    asyncpg.OperatorInterventionError,
-    asyncpg.InvalidAuthorizationSpecificationError,
-    asyncpg.InvalidCatalogNameError,
-    asyncpg.ReadOnlySQLTransactionError,
-)
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -118,7 +100,7 @@ class PostgresStore:
             raise ValueError(f"invalid PostgreSQL schema name {schema!r}")
         self._url = url
         self._schema = schema
-        self._where, self._secrets = _location(url)
+        self._where, self._secrets = location(url)
         self._pool: Any = None
         self._opening = asyncio.Lock()  # two callers opening at once must not make two pools
 
@@ -297,19 +279,6 @@ class PostgresStore:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
-
-
-def _location(url: str) -> tuple[str, list[str]]:
-    """`host:port/database` to name the server in messages, and the passwords to keep out."""
-    parts = urlsplit(url)
-    try:
-        port: object = parts.port or 5432
-    except ValueError:
-        port = "?"
-    database = parts.path.lstrip("/") or "(default database)"
-    passwords = [parts.password or "", *parse_qs(parts.query).get("password", [])]
-    secrets = {text for password in passwords for text in (password, unquote(password)) if text}
-    return f"{parts.hostname or 'localhost'}:{port}/{database}", sorted(secrets, key=len)[::-1]
 
 
 async def _next_revision(conn: Any) -> int:
