@@ -15,7 +15,8 @@ import asyncpg
 
 from aigw.ledger.query import Dialect, ReportSpec, Summary, aggregate_of, summary_sql
 from aigw.ledger.rows import COLUMNS, LedgerRow
-from aigw.ledger.schema import MIGRATIONS_TABLE, TABLE, LedgerUnavailable, Migration, next_migration
+from aigw.ledger.schema import MIGRATIONS_TABLE, TABLE, LedgerUnavailable, next_migration
+from aigw.migrations import Migration
 from aigw.postgresdb import CONNECT_TIMEOUT_SECONDS, SCHEMA_NAME, UNAVAILABLE, location
 
 COMMAND_TIMEOUT_SECONDS = 30.0

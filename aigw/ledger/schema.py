@@ -9,9 +9,10 @@ shares the subscription store's database.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from aigw.errors import DependencyUnavailable
+from aigw.migrations import Migration
+from aigw.migrations import next_migration as next_step
 
 MIGRATIONS_TABLE = "ledger_schema_migrations"
 TABLE = "usage_records"
@@ -21,22 +22,13 @@ class LedgerUnavailable(DependencyUnavailable):
     """The ledger database cannot be reached or used; the message names no secret."""
 
 
-@dataclass(frozen=True, slots=True)
-class Migration:
-    version: int
-    statements: tuple[str, ...]
-
-
 def next_migration(migrations: Sequence[Migration], current: int, where: str) -> Migration | None:
     """The migration to apply on a database at version `current`; None when it is current."""
-    latest = len(migrations)
-    if current > latest:
-        raise LedgerUnavailable(
+
+    def too_new(latest: int) -> LedgerUnavailable:
+        return LedgerUnavailable(
             f"the usage ledger at {where} has schema version {current}, newer than the "
             f"{latest} this aigw knows: upgrade aigw, or point usage.ledger.url elsewhere"
         )
-    if current == latest:
-        return None
-    migration = migrations[current]
-    assert migration.version == current + 1, "migrations must be numbered 1..N in order"
-    return migration
+
+    return next_step(migrations, current, too_new)

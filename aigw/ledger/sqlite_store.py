@@ -19,7 +19,8 @@ from typing import Any, Final, TypeVar
 
 from aigw.ledger.query import Dialect, ReportSpec, Summary, aggregate_of, summary_sql
 from aigw.ledger.rows import COLUMNS, LedgerRow
-from aigw.ledger.schema import MIGRATIONS_TABLE, TABLE, LedgerUnavailable, Migration, next_migration
+from aigw.ledger.schema import MIGRATIONS_TABLE, TABLE, LedgerUnavailable, next_migration
+from aigw.migrations import Migration
 from aigw.sqlitedb import means_unavailable, transaction, use_wal
 
 T = TypeVar("T")

@@ -14,10 +14,10 @@ from typing import Any
 
 import asyncpg
 
+from aigw.migrations import Migration
 from aigw.postgresdb import CONNECT_TIMEOUT_SECONDS, SCHEMA_NAME, UNAVAILABLE, location
 from aigw.subscriptions.model import AuditEntry, Subscription
 from aigw.subscriptions.schema import (
-    Migration,
     already_exists,
     audit_details,
     audit_from_row,

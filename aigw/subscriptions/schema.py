@@ -10,35 +10,27 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
+from aigw.migrations import Migration
+from aigw.migrations import next_migration as next_step
 from aigw.subscriptions.model import AuditEntry, Scope, Subscription, SubscriptionState
 from aigw.subscriptions.store import DuplicateSubscription, StoreUnavailable
 
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
-class Migration:
-    version: int
-    statements: tuple[str, ...]
-
-
 def next_migration(migrations: Sequence[Migration], current: int, where: str) -> Migration | None:
     """The migration to apply on a database at version `current`; None when it is current."""
-    latest = len(migrations)
-    if current > latest:
-        raise StoreUnavailable(
+
+    def too_new(latest: int) -> StoreUnavailable:
+        return StoreUnavailable(
             f"the subscription store at {where} has schema version {current}, newer than the "
             f"{latest} this aigw knows: upgrade aigw, or point it at another database"
         )
-    if current == latest:
-        return None
-    migration = migrations[current]
-    assert migration.version == current + 1, "migrations must be numbered 1..N in order"
-    return migration
+
+    return next_step(migrations, current, too_new)
 
 
 def utc(value: datetime) -> datetime:

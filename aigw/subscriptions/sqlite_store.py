@@ -16,10 +16,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
+from aigw.migrations import Migration
 from aigw.sqlitedb import means_unavailable, transaction, use_wal
 from aigw.subscriptions.model import AuditEntry, Subscription
 from aigw.subscriptions.schema import (
-    Migration,
     already_exists,
     audit_details,
     audit_from_row,
