@@ -296,7 +296,7 @@ class RedisCounterStore:
             must_fit,
             held if cost > 0 else 0,
         )
-        reply = await self._run(self._window_take, window_key(key, window), args)
+        reply = await self._run(self._window_take, (window_key(key, window),), args)
         allowed, used = bool(reply[0]), int(reply[1])
         if allowed:
             return Taken(True, used, max(0, limit - used), 0.0, bucket)
@@ -326,7 +326,7 @@ class RedisCounterStore:
             live.held_index,
             live.held,
         )
-        await self._run(self._window_adjust, window_key(key, window), args)
+        await self._run(self._window_adjust, (window_key(key, window),), args)
 
     async def window_peek(self, key: str, window: float, limit: int, now: float) -> Taken:
         return await self.window_take(key, window, limit, 0, now)
@@ -379,16 +379,14 @@ class RedisCounterStore:
         args = (delta, ttl, held, windows.hold_index(held_at), _HOLDS_TTL_MS)
         await self._run(self._period_adjust, _period_keys(key, period_start, period_end), args)
 
-    async def _run(self, script: Script, keys: str | tuple[str, ...], args: tuple[int, ...]) -> Any:
+    async def _run(self, script: Script, keys: tuple[str, ...], args: tuple[int, ...]) -> Any:
         if self._closed:
             raise CounterStoreUnavailable(f"Redis counter store at {self._where} is closed")
         # One deadline for the whole call (connecting, the script, its reload after NOSCRIPT):
         # what the caller was promised.
         deadline = asyncio.get_running_loop().time() + self._timeout
         try:
-            return await self._connection.run(
-                script, (keys,) if isinstance(keys, str) else keys, args, deadline
-            )
+            return await self._connection.run(script, keys, args, deadline)
         except (RedisReplyError, OSError, TimeoutError) as exc:
             raise self._unavailable(exc) from exc
 

@@ -24,7 +24,7 @@ from pydantic import Field, model_validator
 from aigw.context import RequestContext, Response
 from aigw.errors import ExpressionEvaluationFailure, GatewayError
 from aigw.limits.store import CounterStoreUnavailable, Taken
-from aigw.limits.windows import HELD_RETRY, bucket_start, period_bounds
+from aigw.limits.windows import HELD_RETRY, bucket_start, fits, period_bounds
 from aigw.policies.base import Policy, PolicyConfig, record_shadow_rejection
 from aigw.policies.limit_support import (
     StoreErrorMode,
@@ -248,7 +248,7 @@ class TokenLimit(Policy):
     ) -> Taken:
         limit = self.config.token_quota
         assert limit is not None
-        if taken.held and taken.used - taken.held + max(cost, 1) <= limit:
+        if taken.held and fits(taken.used - taken.held, cost, limit):
             # Only what requests in flight hold is missing: it comes back when they end.
             wait = whole_seconds(HELD_RETRY)
             message = (

@@ -74,7 +74,7 @@ async def prompt_tokens(
     """Prompt tokens of `body` for `operation`, with the tokenizer of `model`.
 
     `model` is the body's `model` when present, else the Azure deployment id. With a
-    `tenant` (the caller's subscription, "" for none), long texts are counted through the
+    `tenant` (whose texts they are: see `UsageMeter`), long texts are counted through the
     counter's `recent` counts of that tenant: a resent system prompt or earlier turn is
     looked up, not tokenized again.
     """
