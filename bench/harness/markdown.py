@@ -22,6 +22,8 @@ def _num(value: Any, digits: int = 3) -> str:
 
 
 def _short(value: float, unit: str) -> str:
+    if unit == "requests":
+        return f"{value:,.0f}"
     if unit == "ms" and abs(value) < 10:
         return f"{value:.3f}"
     if unit == "%" and 0 < abs(value) < 1:  # an error rate: 0.004 % is not 0.0 %

@@ -13,6 +13,7 @@ BARE, SUBSCRIPTIONS = "aigw-bare", "aigw-subscriptions"
 JWT_RS256, JWT_ES256 = "aigw-jwt-rs256", "aigw-jwt-es256"
 BARE_1K, TOKEN_LIMIT = "aigw-bare-1k", "aigw-token-limit"
 POOL, POOL_429 = "aigw-pool", "aigw-pool-429"
+METERED = "aigw-metered"
 GATEWAYS = (
     BARE,
     SUBSCRIPTIONS,
@@ -22,6 +23,7 @@ GATEWAYS = (
     TOKEN_LIMIT,
     POOL,
     POOL_429,
+    METERED,
     "aigw-policies",
 )
 # Targets that are a bare aigw plus one feature: what that feature adds to p50 at c=1 over
@@ -32,6 +34,7 @@ FEATURE_GOALS_MS = {
     JWT_ES256: ("validate-jwt ES256", 0.15, BARE),
     TOKEN_LIMIT: ("llm-token-limit (Redis, 1k-token prompt estimated)", 0.3, BARE_1K),
     POOL: ("pool + breakers", 0.05, BARE),
+    METERED: ("metrics + ledger + llm-emit-token-metric", 0.1, BARE),
 }
 # Targets whose every 429 is re-sent to another pool member: judged against the same pool
 # without the 429s (FAILOVER_BASIS), not against the references (they make 1.3 upstream calls
@@ -42,8 +45,9 @@ RESENT_RANGE = (25.0, 35.0)
 # Only there to be compared with: the same process as aigw-bare, so no process checks.
 BASIS_ONLY = frozenset({BARE_1K})
 # The RSS goal is for aigw without policies; with the tokenizer's two encodings loaded
-# (~100 MB) it is shown for information, not judged.
-RSS_INFORMATIONAL = frozenset({TOKEN_LIMIT})
+# (~100 MB: the token limit estimates, metering counts responses that carry no usage) it is
+# shown for information, not judged.
+RSS_INFORMATIONAL = frozenset({TOKEN_LIMIT, METERED})
 Results = Mapping[str, Any]
 
 
@@ -192,6 +196,28 @@ def _failover_checks(scenario: Results, label: str, gateway: str) -> list[Check]
     ]
 
 
+def _ledger_check(scenario: Results, label: str, gateway: str) -> Check | None:
+    """The ledger kept up: after the gateway stopped, every request a client completed has
+    its row (none dropped from a full buffer, none lost at shutdown)."""
+    ledger = (scenario.get(gateway) or {}).get("ledger")
+    if not ledger:
+        return None
+    suffix = "" if label == "json" else f" ({label})"
+    rows, completed = ledger.get("rows"), ledger.get("completed_requests", 0)
+    missing = None if rows is None else max(completed - rows, 0)
+    return Check(
+        f"usage ledger: requests without a row after shutdown{suffix}",
+        "0",
+        gateway,
+        missing,
+        "requests",
+        None if missing is None else missing == 0,
+        f"{rows:,} rows for {completed:,} completed requests"
+        if rows is not None
+        else ledger.get("error", "no ledger result"),
+    )
+
+
 def _process_checks(result: Results | None, gateway: str) -> list[Check]:
     result = result or {}
     rss = (result.get("rss_after_c16") or {}).get("largest_mb")
@@ -240,6 +266,8 @@ def compute_checks(scenarios: Results) -> list[Check]:
                 checks.append(_feature_check(scenario, label, gateway))
             if gateway in FAILOVER and gateway in scenario:
                 checks += _failover_checks(scenario, label, gateway)
+            if gateway in scenario and (ledger := _ledger_check(scenario, label, gateway)):
+                checks.append(ledger)
         if gateway in scenarios.get("json", {}) and gateway not in BASIS_ONLY:
             checks += _process_checks(scenarios["json"][gateway], gateway)
     return checks

@@ -19,12 +19,20 @@ from typing import Any
 
 from harness.admin import backend_states
 from harness.backend import CHAT_PATH, StaticBackend, start_backend
+from harness.ledger import completed_requests, ledger_rows
 from harness.markdown import render
 from harness.probe import preflight, time_to_first_byte
 from harness.processes import LOOPBACK, NotReadyError, ProcessRegistry, rss_tree
 from harness.report import checks_json, compute_checks
 from harness.scripts import SetupError, TargetSkippedError
-from harness.targets import TARGETS, LaunchContext, RunningTarget, TargetSpec, launch
+from harness.targets import (
+    TARGETS,
+    LaunchContext,
+    RunningTarget,
+    TargetSpec,
+    launch,
+    ledger_path,
+)
 from harness.tools import Tools, ensure_tools, tool_versions
 from harness.wrk import WrkError, run_soak, run_wrk
 
@@ -121,7 +129,10 @@ def measure(
     url = f"http://{LOOPBACK}:{target.port}{CHAT_PATH}"
     headers = _wrk_headers(target)
     if settings.warmup > 0:
-        run_wrk(tools.wrk, url, 16, settings.warmup, scenario.stream, headers, body=payload)
+        warmup = run_wrk(
+            tools.wrk, url, 16, settings.warmup, scenario.stream, headers, body=payload
+        )
+        result["warmup_requests"] = warmup.requests
     result["runs"] = {
         f"c{c}": run_wrk(
             tools.wrk, url, c, settings.duration, scenario.stream, headers, body=payload
@@ -163,12 +174,22 @@ def bench_target(
     except (NotReadyError, SetupError, OSError, ValueError) as err:
         return {"status": f"failed: {err}"}
     try:
-        return measure(settings, tools, target, scenario)
+        result = measure(settings, tools, target, scenario)
     except (WrkError, OSError, ValueError, http.client.HTTPException) as err:
         return {"status": f"failed: {err}", "ready_ms": target.ready_ms}
     finally:
         if target.child:
-            ctx.registry.stop(target.child)
+            ctx.registry.stop(target.child)  # SIGTERM: the gateway writes what it buffered
+    ledger = ledger_path(ctx, spec, scenario.name)
+    if ledger is not None and "runs" in result:
+        try:
+            result["ledger"] = {
+                "rows": ledger_rows(ledger),
+                "completed_requests": completed_requests(result),
+            }
+        except OSError as err:
+            result["ledger"] = {"error": str(err)}
+    return result
 
 
 def tokenizer_line(tokenizer: Mapping[str, Any]) -> str:
@@ -207,6 +228,12 @@ def summary_line(result: Mapping[str, Any]) -> str:
         )
     if soak := result.get("soak"):
         parts.append(f"soak {soak['requests']:,} req, RSS +{soak['growth_mb']} MB")
+    if ledger := result.get("ledger"):
+        parts.append(
+            f"ledger {ledger['rows']:,} rows for {ledger['completed_requests']:,} requests"
+            if "rows" in ledger
+            else f"ledger: {ledger['error']}"
+        )
     return " | ".join([*parts, result.get("status", "")])
 
 

@@ -43,6 +43,9 @@ class TargetSpec:
     jwt: JwtAlg | None = None  # aigw: key pair in the config, a token signed with it sent
     payload: str = DEFAULT_PAYLOAD  # the request body, relative to bench/
     token_limit: bool = False  # aigw: flush the config's Redis counters, count the prompt
+    # aigw: the config's SQLite usage ledger, relative to its folder; after the gateway has
+    # stopped, its rows are counted against the requests the clients completed.
+    ledger: str = ""
 
     @property
     def payload_path(self) -> Path:
@@ -125,6 +128,7 @@ TARGETS: Mapping[str, TargetSpec] = {
             "aigw-bare plus usage ledger (SQLite), Prometheus metrics and llm-emit-token-metric",
             "configs/metered.yaml",
             soak=True,
+            ledger="bench-ledger.db",
         ),
         TargetSpec(
             "aigw-policies", "aigw", "aigw, all core policies", "configs/policies.yaml", soak=True
@@ -170,6 +174,11 @@ class RunningTarget:
     minted: MintedToken | None = None
     prepared: PreparedTokenLimit | None = None
     admin: Admin | None = None
+
+
+def ledger_path(ctx: LaunchContext, spec: TargetSpec, tag: str) -> Path | None:
+    """The target's SQLite ledger file for this launch, if its spec names one."""
+    return _aigw_config(ctx, spec, tag).parent / spec.ledger if spec.ledger else None
 
 
 def _aigw_config(ctx: LaunchContext, spec: TargetSpec, tag: str) -> Path:
