@@ -27,6 +27,8 @@ ALL_TARGETS = (
     "aigw-token-limit",
     "aigw-pool",
     "aigw-pool-429",
+    "aigw-pool-slow",
+    "aigw-pool-429-slow",
     "aigw-metered",
     "aigw-policies",
     "litellm",

@@ -112,7 +112,8 @@ class HttpBackend:
             # A body read to the end returns the connection to the pool; otherwise drop it.
             # A small error answer nobody read (a 429 a pool fails over) is read first, so
             # its keep-alive connection is reused rather than closed.
-            if not upstream.at_eof() and _small_error(upstream):
+            # Usually the error's body came with its head: dropped without a wait.
+            if not upstream.at_eof() and _small_error(upstream) and not upstream.skip_arrived():
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(DRAIN_SECONDS):
                         await upstream.read_rest()

@@ -114,6 +114,11 @@ class UpstreamResponse:
             raise StopAsyncIteration
         return chunk
 
+    def skip_arrived(self) -> bool:
+        """Drop the body if all of it has arrived (no waiting); True if the response is at
+        its end now."""
+        return self._conn is None or self._conn.drop_arrived_body()
+
     async def read_rest(self) -> None:
         """Read the rest of the body and drop it (to keep the connection)."""
         async for _ in self:

@@ -78,6 +78,18 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.resume_reading()
         return chunk
 
+    def drop_arrived_body(self) -> bool:
+        """Drop a body that arrived whole without being read; True if it had (the response
+        is then at its end), False if more is to come (nothing dropped)."""
+        if not self.complete:
+            return False
+        self._body.clear()
+        self._buffered = 0
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        return True
+
     def _drain(self) -> list[bytes]:
         parts = list(self._body)
         self._body.clear()

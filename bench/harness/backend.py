@@ -34,19 +34,33 @@ THROTTLED_BODY = (
 )
 
 
-def _chat_locations(answer: str) -> str:
-    """`answer` (a default_type, headers and a return) at the chat path and the pool members'."""
-    plain = "".join(
-        f"location = {prefix}{CHAT_PATH} {{ {answer} }}\n        " for prefix in ("", *POOL_MEMBERS)
-    )
+# The same members under SLOW_PREFIX answer like a model would: a completion after
+# MODEL_LATENCY seconds (echo_sleep, from nginx's echo module), a 429 at once (Azure refuses
+# before it generates anything). Without the module those paths do not exist.
+SLOW_PREFIX = "/slow"
+MODEL_LATENCY = 0.02
+ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")  # libnginx-mod-http-echo
+
+
+def has_echo_module() -> bool:
+    return ECHO_MODULE.is_file()
+
+
+def _chat_locations(answer: str, slow: bool) -> str:
+    """`answer` (a default_type, headers and a return) at the chat path and the pool members',
+    and with `slow` the members again under SLOW_PREFIX, answering after MODEL_LATENCY."""
+    later = f"echo_sleep {MODEL_LATENCY}; echo_exec /answer;"
     # `rewrite ... last` inside `if` is one of the two safe uses of `if` in a location.
-    throttled = (
-        f"location = {THROTTLED_MEMBER}{CHAT_PATH} {{\n"
-        "            if ($bench_throttled) { rewrite ^ /throttled last; }\n"
-        f"            {answer}\n"
-        "        }"
-    )
-    return plain + throttled
+    throttle = "if ($bench_throttled) { rewrite ^ /throttled last; }"
+    members = [("", answer), *((prefix, answer) for prefix in POOL_MEMBERS)]
+    members.append((THROTTLED_MEMBER, f"{throttle} {answer}"))
+    if slow:
+        members += [(f"{SLOW_PREFIX}{prefix}", later) for prefix in POOL_MEMBERS]
+        members.append((f"{SLOW_PREFIX}{THROTTLED_MEMBER}", f"{throttle} {later}"))
+    locations = [f"location = {prefix}{CHAT_PATH} {{ {body} }}" for prefix, body in members]
+    if slow:
+        locations.append(f"location = /answer {{ internal; {answer} }}")
+    return "\n        ".join(locations)
 
 
 def nginx_conf(workdir: Path, json_port: int, sse_port: int) -> str:
@@ -65,7 +79,10 @@ def nginx_conf(workdir: Path, json_port: int, sse_port: int) -> str:
         "location = /throttled { internal; default_type application/json;"
         f" add_header Retry-After 1 always; return 429 {nginx_string(THROTTLED_BODY)}; }}"
     )
+    slow = has_echo_module()
+    load_echo = f"load_module {ECHO_MODULE};" if slow else ""
     return f"""
+{load_echo}
 worker_processes 1;
 daemon off;
 master_process on;
@@ -83,7 +100,7 @@ http {{
     server {{
         listen {LOOPBACK}:{json_port} backlog=4096;
         {health}
-        {_chat_locations(json_answer)}
+        {_chat_locations(json_answer, slow)}
         {throttled}
         location = /stream{CHAT_PATH} {{ {sse_answer} }}
         location / {{ return 404; }}
@@ -91,7 +108,7 @@ http {{
     server {{
         listen {LOOPBACK}:{sse_port} backlog=4096;
         {health}
-        {_chat_locations(sse_answer)}
+        {_chat_locations(sse_answer, slow)}
         {throttled}
         location / {{ return 404; }}
     }}

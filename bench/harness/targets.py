@@ -10,6 +10,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from harness.admin import TOKEN_ENV, new_token
+from harness.backend import ECHO_MODULE, has_echo_module
 from harness.gateway_config import write_gateway_config
 from harness.litellm_target import (
     MASTER_KEY,
@@ -20,6 +21,7 @@ from harness.litellm_target import (
 )
 from harness.minting import VERIFY_SAMPLES, JwtAlg, MintedToken, mint_token
 from harness.processes import LOOPBACK, Child, NotReadyError, ProcessRegistry, free_port, wait_ready
+from harness.scripts import TargetSkippedError
 from harness.seeding import SeededStore, seed_store
 from harness.token_limit import PreparedTokenLimit, prepare_token_limit
 
@@ -46,6 +48,7 @@ class TargetSpec:
     # aigw: the config's SQLite usage ledger, relative to its folder; after the gateway has
     # stopped, its rows are counted against the requests the clients completed.
     ledger: str = ""
+    slow_backend: bool = False  # its config uses nginx's /slow paths (needs the echo module)
 
     @property
     def payload_path(self) -> Path:
@@ -121,6 +124,20 @@ TARGETS: Mapping[str, TargetSpec] = {
             "aigw-pool with the PTU member answering 429 to 30 % of requests: all re-sent to PAYG",
             "configs/pool-429.yaml",
             soak=True,
+        ),
+        TargetSpec(
+            "aigw-pool-slow",
+            "aigw",
+            "aigw-pool against a backend answering like a model: completions after 20 ms",
+            "configs/pool-slow.yaml",
+            slow_backend=True,
+        ),
+        TargetSpec(
+            "aigw-pool-429-slow",
+            "aigw",
+            "aigw-pool-slow with the PTU member answering 429 (at once) to 30 % of requests",
+            "configs/pool-429-slow.yaml",
+            slow_backend=True,
         ),
         TargetSpec(
             "aigw-metered",
@@ -244,6 +261,11 @@ def launch(
         if port is None:
             raise ValueError(f"upstream without a port: {upstream}")
         return RunningTarget(spec, port, child=None, ready_ms=None, headers=spec.headers)
+    if spec.slow_backend and not has_echo_module():
+        raise TargetSkippedError(
+            f"nginx's echo module ({ECHO_MODULE}, Debian package libnginx-mod-http-echo) is"
+            " missing: no backend answers like a model"
+        )
     port = free_port()
     argv, cwd, admin = _command(ctx, spec, upstream, port, tag)
     seeded, minted, prepared = None, None, None

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from aigw.backends.http import HttpBackend
 from aigw.config.model import BackendConfig
+from aigw.upstream.client import UpstreamResponse
 from tests.unit.policies.conftest import make_ctx
 
 
@@ -17,11 +18,17 @@ class Throttling:
     def __init__(self) -> None:
         self.connections: set[object] = set()  # client ports: one per TCP connection
         self.big = False
+        self.body_later = True  # else head and body go out in one write
+        self.throttling = True
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         assert request.transport is not None
         self.connections.add(request.transport.get_extra_info("peername")[1])
+        if not self.throttling:
+            return web.Response(body=b'{"ok": true}', content_type="application/json")
         body = b"x" * (200_000 if self.big else 8_000)
+        if not self.body_later:
+            return web.Response(status=429, headers={"retry-after": "1"}, body=body)
         response = web.StreamResponse(status=429, headers={"retry-after": "1"})
         response.content_length = len(body)
         await response.prepare(request)
@@ -68,5 +75,35 @@ async def test_unread_small_error_answers_leave_the_connection_reusable(
         await send_unread(backend)
         await send_unread(backend)
         assert len(throttling.connections) == 2
+    finally:
+        await backend.close()
+
+
+async def test_an_error_body_that_came_with_its_head_is_dropped_and_the_connection_reused(
+    server: tuple[Throttling, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    throttling, url = server
+    throttling.body_later = False
+    waited: list[object] = []
+    read_rest = UpstreamResponse.read_rest
+
+    async def reading_rest(self: UpstreamResponse) -> None:
+        waited.append(self)
+        await read_rest(self)
+
+    monkeypatch.setattr(UpstreamResponse, "read_rest", reading_rest)
+    backend = HttpBackend("b", BackendConfig.model_validate({"url": url}))
+    await backend.start()
+    try:
+        for _ in range(5):
+            await send_unread(backend)
+        assert len(throttling.connections) == 1
+        assert waited == []  # all there with the head: nothing waited for
+        # The dropped bytes must not leak into the next answer on that connection.
+        throttling.throttling = False
+        response = await backend.send(make_ctx())
+        assert response.status_code == 200
+        assert await response.read(1_000) == b'{"ok": true}'
+        assert len(throttling.connections) == 1
     finally:
         await backend.close()
