@@ -61,8 +61,16 @@ class ConnectionPool:
     def idle(self) -> int:
         return len(self._idle)
 
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        # Kept: on CPython 3.11 every asyncio.get_running_loop() makes a getpid() system
+        # call, and acquire and release run for every request.
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
+
     async def acquire(self) -> UpstreamConnection:
-        loop = self._loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         deadline: float | None = None
         while True:
             now = loop.time()
@@ -90,10 +98,11 @@ class ConnectionPool:
         end and both sides allow keep-alive, closed otherwise."""
         self._in_use -= 1
         if conn.finished and not self._closed:
-            conn.idle_since = asyncio.get_running_loop().time()
+            loop = self._running_loop()
+            conn.idle_since = loop.time()
             self._idle.append(conn)
             if self._sweep is None:
-                self._sweep = asyncio.get_running_loop().call_later(self._keepalive, self._expire)
+                self._sweep = loop.call_later(self._keepalive, self._expire)
         else:
             conn.close()
         self._wake_one()
@@ -165,7 +174,8 @@ class ConnectionPool:
 
     def _expire(self) -> None:
         self._sweep = None
-        now = asyncio.get_running_loop().time()
+        loop = self._running_loop()
+        now = loop.time()
         keep = []
         for conn in self._idle:
             if conn.closed or now - conn.idle_since > self._keepalive:
@@ -176,4 +186,4 @@ class ConnectionPool:
         if keep:
             oldest = min(conn.idle_since for conn in keep)
             delay = max(oldest + self._keepalive - now, 0.05)
-            self._sweep = asyncio.get_running_loop().call_later(delay, self._expire)
+            self._sweep = loop.call_later(delay, self._expire)
