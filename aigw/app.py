@@ -61,7 +61,6 @@ class Gateway:
         self.holder = holder
         self._ids = RequestIds()
         self.access_log = AccessLog()
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -225,11 +224,7 @@ class Gateway:
     ) -> int:
         """Check the key, run the chain and relay the response; a client disconnect cancels
         both."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            loop = self._loop = asyncio.get_running_loop()
-        # With the loop given, no get_running_loop() (a getpid() system call on 3.11).
-        task = asyncio.current_task(loop)
+        task = asyncio.current_task()
         assert task is not None
         finished = False
 

@@ -112,11 +112,8 @@ class HttpBackend:
             # A body read to the end returns the connection to the pool; otherwise drop it.
             # A small error answer nobody read (a 429 a pool fails over) is read first, so
             # its keep-alive connection is reused rather than closed.
-            # Usually the error's body came with its head: dropped without a wait.
-            if not upstream.at_eof() and _small_error(upstream) and not upstream.skip_arrived():
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(DRAIN_SECONDS):
-                        await upstream.read_rest()
+            if not upstream.at_eof() and _small_error(upstream):
+                await _drop_body(upstream)
             upstream.release()
 
         return Response(
@@ -160,6 +157,16 @@ PROBE_BODY_BYTES = 64 * 1024
 
 DRAIN_BYTES = 64 * 1024
 DRAIN_SECONDS = 1.0
+
+
+async def _drop_body(upstream: UpstreamResponse) -> None:
+    """Read an unread body to its end and drop it, so its connection can be reused. Usually
+    it came with its head and is dropped without a wait; else it gets DRAIN_SECONDS."""
+    if upstream.drop_body_if_arrived():
+        return
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(DRAIN_SECONDS):
+            await upstream.read_rest()
 
 
 def _small_error(upstream: UpstreamResponse) -> bool:

@@ -114,10 +114,10 @@ class UpstreamResponse:
             raise StopAsyncIteration
         return chunk
 
-    def skip_arrived(self) -> bool:
-        """Drop the body if all of it has arrived (no waiting); True if the response is at
-        its end now."""
-        return self._conn is None or self._conn.drop_arrived_body()
+    def drop_body_if_arrived(self) -> bool:
+        """Drop the unread body if all of it has arrived (no waiting); True if the response
+        is at its end now, False if more is to come (nothing dropped)."""
+        return self._conn is None or self._conn.drop_body_if_arrived()
 
     async def read_rest(self) -> None:
         """Read the rest of the body and drop it (to keep the connection)."""

@@ -78,7 +78,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.resume_reading()
         return chunk
 
-    def drop_arrived_body(self) -> bool:
+    def drop_body_if_arrived(self) -> bool:
         """Drop a body that arrived whole without being read; True if it had (the response
         is then at its end), False if more is to come (nothing dropped)."""
         if not self.complete:

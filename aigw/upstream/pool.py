@@ -61,16 +61,8 @@ class ConnectionPool:
     def idle(self) -> int:
         return len(self._idle)
 
-    def _running_loop(self) -> asyncio.AbstractEventLoop:
-        # Kept: on CPython 3.11 every asyncio.get_running_loop() makes a getpid() system
-        # call, and acquire and release run for every request.
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            loop = self._loop = asyncio.get_running_loop()
-        return loop
-
     async def acquire(self) -> UpstreamConnection:
-        loop = self._running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         deadline: float | None = None
         while True:
             now = loop.time()
@@ -98,11 +90,10 @@ class ConnectionPool:
         end and both sides allow keep-alive, closed otherwise."""
         self._in_use -= 1
         if conn.finished and not self._closed:
-            loop = self._running_loop()
-            conn.idle_since = loop.time()
+            conn.idle_since = asyncio.get_running_loop().time()
             self._idle.append(conn)
             if self._sweep is None:
-                self._sweep = loop.call_later(self._keepalive, self._expire)
+                self._sweep = asyncio.get_running_loop().call_later(self._keepalive, self._expire)
         else:
             conn.close()
         self._wake_one()
@@ -174,8 +165,7 @@ class ConnectionPool:
 
     def _expire(self) -> None:
         self._sweep = None
-        loop = self._running_loop()
-        now = loop.time()
+        now = asyncio.get_running_loop().time()
         keep = []
         for conn in self._idle:
             if conn.closed or now - conn.idle_since > self._keepalive:
@@ -186,4 +176,4 @@ class ConnectionPool:
         if keep:
             oldest = min(conn.idle_since for conn in keep)
             delay = max(oldest + self._keepalive - now, 0.05)
-            self._sweep = loop.call_later(delay, self._expire)
+            self._sweep = asyncio.get_running_loop().call_later(delay, self._expire)

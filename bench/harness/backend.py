@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +43,27 @@ MODEL_LATENCY = 0.02
 ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")  # libnginx-mod-http-echo
 
 
-def has_echo_module() -> bool:
-    return ECHO_MODULE.is_file()
+def echo_module_loads(nginx: str, workdir: Path) -> bool:
+    """Whether this nginx binary can load Debian's echo module (a module built for another
+    nginx would stop the whole backend from starting)."""
+    if not ECHO_MODULE.is_file():
+        return False
+    workdir.mkdir(parents=True, exist_ok=True)
+    conf = workdir / "echo-check.conf"
+    conf.write_text(
+        f"load_module {ECHO_MODULE};\npid {workdir}/echo-check.pid;\n"
+        f"error_log {workdir}/echo-check.log;\nevents {{}}\nhttp {{}}\n"
+    )
+    try:
+        checked = subprocess.run(
+            [nginx, "-t", "-q", "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "e.log")],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return checked.returncode == 0
 
 
 def _chat_locations(answer: str, slow: bool) -> str:
@@ -63,7 +83,7 @@ def _chat_locations(answer: str, slow: bool) -> str:
     return "\n        ".join(locations)
 
 
-def nginx_conf(workdir: Path, json_port: int, sse_port: int) -> str:
+def nginx_conf(workdir: Path, json_port: int, sse_port: int, slow: bool = False) -> str:
     """Config for one worker, no daemon, no access log, long keep-alive.
 
     The JSON port also serves the SSE body under /stream/...; the SSE port serves it
@@ -79,7 +99,6 @@ def nginx_conf(workdir: Path, json_port: int, sse_port: int) -> str:
         "location = /throttled { internal; default_type application/json;"
         f" add_header Retry-After 1 always; return 429 {nginx_string(THROTTLED_BODY)}; }}"
     )
-    slow = has_echo_module()
     load_echo = f"load_module {ECHO_MODULE};" if slow else ""
     return f"""
 {load_echo}
@@ -121,6 +140,7 @@ class StaticBackend:
     child: Child
     json_port: int
     sse_port: int
+    slow: bool  # the members under SLOW_PREFIX exist
 
     @property
     def json_url(self) -> str:
@@ -131,15 +151,19 @@ class StaticBackend:
         return f"http://{LOOPBACK}:{self.sse_port}"
 
 
-def start_backend(registry: ProcessRegistry, workdir: Path, nginx: str) -> StaticBackend:
-    """Write the config into `workdir` and run nginx in the foreground as a child."""
+def start_backend(
+    registry: ProcessRegistry, workdir: Path, nginx: str, slow: bool = False
+) -> StaticBackend:
+    """Write the config into `workdir` and run nginx in the foreground as a child. `slow`:
+    also the members under SLOW_PREFIX, if this nginx can load the echo module."""
     workdir.mkdir(parents=True, exist_ok=True)
+    slow = slow and echo_module_loads(nginx, workdir / "echo-check")
     json_port, sse_port = free_port(), free_port()
     conf = workdir / "nginx.conf"
-    conf.write_text(nginx_conf(workdir, json_port, sse_port))
+    conf.write_text(nginx_conf(workdir, json_port, sse_port, slow))
     argv = [nginx, "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")]
     child = registry.start("nginx", argv)
-    backend = StaticBackend(child=child, json_port=json_port, sse_port=sse_port)
+    backend = StaticBackend(child=child, json_port=json_port, sse_port=sse_port, slow=slow)
     wait_ready(child, f"{backend.json_url}/healthz", timeout=10.0)
     wait_ready(
         child, f"{backend.sse_url}/healthz", timeout=10.0 + time.perf_counter() - child.started_at

@@ -12,9 +12,11 @@ from harness.processes import LOOPBACK
 
 
 def rebase_url(url: str, backend_url: str) -> str:
-    """Keep the path of `url`, take scheme/host/port from `backend_url`."""
+    """Keep the path of `url`, take scheme/host/port from `backend_url`; a path of
+    `backend_url` goes in front (the backend's `/slow` members)."""
     old, new = urlsplit(url), urlsplit(backend_url)
-    return urlunsplit((new.scheme, new.netloc, old.path, old.query, old.fragment))
+    path = new.path.rstrip("/") + old.path
+    return urlunsplit((new.scheme, new.netloc, path, old.query, old.fragment))
 
 
 def _is_loopback_http(value: Any) -> bool:

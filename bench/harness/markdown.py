@@ -99,8 +99,10 @@ def _check_rows(checks: list[Check]) -> list[list[str]]:
         cells = [name, first.goal]
         for gateway in GATEWAYS:
             c = per_gateway.get(gateway)
-            if c is None or c.value is None:
+            if c is None or (c.value is None and c.passed is not False):
                 cells.append("—")
+            elif c.value is None:  # the check could not be made
+                cells.append("**FAIL**")
             else:
                 verdict = "pass" if c.passed else "info" if c.informational else "**FAIL**"
                 cells.append(f"{_short(c.value, c.unit)} {c.unit} {verdict}")

@@ -155,6 +155,7 @@ def _failover_checks(scenario: Results, label: str, gateway: str) -> list[Check]
     near the clean pool's, and the 429s really happened without tripping a breaker."""
     suffix = "" if label == "json" else f" ({label})"
     basis = FAILOVER[gateway]
+    latency_bound = gateway in SLOW
     result = scenario.get(gateway) or {}
     runs = list((result.get("runs") or {}).values())
     total = sum(r["requests"] for r in runs)
@@ -188,13 +189,16 @@ def _failover_checks(scenario: Results, label: str, gateway: str) -> list[Check]
             gateway,
             pct,
             "%",
-            None if pct is None else pct >= 90.0,
+            # Against the slow members throughput is bound by their latency (16 connections
+            # x 20 ms), whatever the gateway does: shown, not judged.
+            None if pct is None or latency_bound else pct >= 90.0,
             (f"{basis} {clean:,.0f} rps" if clean else f"no {basis} result")
             + (
                 f"; {attempts / clients:.2f} upstream calls per request"
                 if resent is not None
                 else ""
             ),
+            informational=latency_bound,
         ),
         Check(
             f"pool failover: requests re-sent after a 429 (admin API){suffix}",
@@ -209,24 +213,26 @@ def _failover_checks(scenario: Results, label: str, gateway: str) -> list[Check]
 
 
 def _ledger_check(scenario: Results, label: str, gateway: str) -> Check | None:
-    """The ledger kept up: after the gateway stopped, every request a client completed has
-    its row (none dropped from a full buffer, none lost at shutdown)."""
+    """The ledger kept up: after the gateway stopped, its log says no record was dropped or
+    lost, and there is a row for every request a client completed."""
     ledger = (scenario.get(gateway) or {}).get("ledger")
     if not ledger:
         return None
     suffix = "" if label == "json" else f" ({label})"
-    rows, completed = ledger.get("rows"), ledger.get("completed_requests", 0)
-    missing = None if rows is None else max(completed - rows, 0)
+    name = f"usage ledger: requests without a row; records logged as dropped or lost{suffix}"
+    if "rows" not in ledger:  # the check could not be made: that is a failure, not a blank
+        return Check(name, "0", gateway, None, "requests", False, ledger.get("error", ""))
+    rows, completed = ledger["rows"], ledger["completed_requests"]
+    missing = max(completed - rows, 0)  # a floor: probes and cut-off requests add rows too
     return Check(
-        f"usage ledger: requests without a row after shutdown{suffix}",
+        name,
         "0",
         gateway,
         missing,
         "requests",
-        None if missing is None else missing == 0,
-        f"{rows:,} rows for {completed:,} completed requests"
-        if rows is not None
-        else ledger.get("error", "no ledger result"),
+        missing == 0 and ledger["losses"] == 0,
+        f"{rows:,} rows for {completed:,} completed requests; {ledger['losses']} loss"
+        " line(s) in the gateway's log",
     )
 
 

@@ -18,8 +18,8 @@ from types import FrameType
 from typing import Any
 
 from harness.admin import backend_states
-from harness.backend import CHAT_PATH, StaticBackend, start_backend
-from harness.ledger import completed_requests, ledger_rows
+from harness.backend import CHAT_PATH, ECHO_MODULE, SLOW_PREFIX, StaticBackend, start_backend
+from harness.ledger import ledger_result
 from harness.markdown import render
 from harness.probe import preflight, time_to_first_byte
 from harness.processes import LOOPBACK, NotReadyError, ProcessRegistry, rss_tree
@@ -31,7 +31,7 @@ from harness.targets import (
     RunningTarget,
     TargetSpec,
     launch,
-    ledger_path,
+    written_config,
 )
 from harness.tools import Tools, ensure_tools, tool_versions
 from harness.wrk import WrkError, run_soak, run_wrk
@@ -165,6 +165,10 @@ def bench_target(
     scenario: Scenario,
 ) -> dict[str, Any]:
     upstream = backend.sse_url if scenario.stream else backend.json_url
+    if spec.slow_backend:
+        if not backend.slow:
+            return {"status": f"skipped: nginx cannot load its echo module ({ECHO_MODULE})"}
+        upstream += SLOW_PREFIX  # the config's member paths go under it
     # In-process costs (uncached JWT validation, tokenizer throughput) do not depend on the
     # scenario: measured once, with JSON.
     try:
@@ -180,15 +184,9 @@ def bench_target(
     finally:
         if target.child:
             ctx.registry.stop(target.child)  # SIGTERM: the gateway writes what it buffered
-    ledger = ledger_path(ctx, spec, scenario.name)
-    if ledger is not None and "runs" in result:
-        try:
-            result["ledger"] = {
-                "rows": ledger_rows(ledger),
-                "completed_requests": completed_requests(result),
-            }
-        except OSError as err:
-            result["ledger"] = {"error": str(err)}
+    if spec.ledger and target.child and "runs" in result:
+        config = written_config(ctx, spec, scenario.name)
+        result["ledger"] = ledger_result(config, target.child.log_path, result)
     return result
 
 
@@ -230,7 +228,8 @@ def summary_line(result: Mapping[str, Any]) -> str:
         parts.append(f"soak {soak['requests']:,} req, RSS +{soak['growth_mb']} MB")
     if ledger := result.get("ledger"):
         parts.append(
-            f"ledger {ledger['rows']:,} rows for {ledger['completed_requests']:,} requests"
+            f"ledger {ledger['rows']:,} rows for {ledger['completed_requests']:,} requests,"
+            f" {ledger['losses']} loss line(s) in the log"
             if "rows" in ledger
             else f"ledger: {ledger['error']}"
         )
@@ -290,7 +289,8 @@ def run_benchmark(settings: Settings, results_dir: Path) -> int:
     previous = {sig: signal.signal(sig, _raise_interrupt) for sig in stop_signals}
     code = 0
     try:
-        backend = start_backend(registry, workdir / "nginx", tools.nginx)
+        slow = any(TARGETS[name].slow_backend for name in settings.targets)
+        backend = start_backend(registry, workdir / "nginx", tools.nginx, slow)
         ctx = LaunchContext(
             registry, workdir, settings.python, Path(settings.repo), Path(settings.litellm_venv)
         )

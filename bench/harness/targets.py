@@ -10,7 +10,6 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from harness.admin import TOKEN_ENV, new_token
-from harness.backend import ECHO_MODULE, has_echo_module
 from harness.gateway_config import write_gateway_config
 from harness.litellm_target import (
     MASTER_KEY,
@@ -21,7 +20,6 @@ from harness.litellm_target import (
 )
 from harness.minting import VERIFY_SAMPLES, JwtAlg, MintedToken, mint_token
 from harness.processes import LOOPBACK, Child, NotReadyError, ProcessRegistry, free_port, wait_ready
-from harness.scripts import TargetSkippedError
 from harness.seeding import SeededStore, seed_store
 from harness.token_limit import PreparedTokenLimit, prepare_token_limit
 
@@ -45,10 +43,12 @@ class TargetSpec:
     jwt: JwtAlg | None = None  # aigw: key pair in the config, a token signed with it sent
     payload: str = DEFAULT_PAYLOAD  # the request body, relative to bench/
     token_limit: bool = False  # aigw: flush the config's Redis counters, count the prompt
-    # aigw: the config's SQLite usage ledger, relative to its folder; after the gateway has
-    # stopped, its rows are counted against the requests the clients completed.
-    ledger: str = ""
-    slow_backend: bool = False  # its config uses nginx's /slow paths (needs the echo module)
+    # aigw: after the gateway has stopped, its config's SQLite usage ledger is read and its
+    # log searched for lost records (see harness.ledger)
+    ledger: bool = False
+    # aigw: its config's members are reached under nginx's SLOW_PREFIX, where completions
+    # take MODEL_LATENCY (needs nginx's echo module; without it the target is skipped)
+    slow_backend: bool = False
 
     @property
     def payload_path(self) -> Path:
@@ -129,14 +129,14 @@ TARGETS: Mapping[str, TargetSpec] = {
             "aigw-pool-slow",
             "aigw",
             "aigw-pool against a backend answering like a model: completions after 20 ms",
-            "configs/pool-slow.yaml",
+            "configs/pool.yaml",
             slow_backend=True,
         ),
         TargetSpec(
             "aigw-pool-429-slow",
             "aigw",
             "aigw-pool-slow with the PTU member answering 429 (at once) to 30 % of requests",
-            "configs/pool-429-slow.yaml",
+            "configs/pool-429.yaml",
             slow_backend=True,
         ),
         TargetSpec(
@@ -145,7 +145,7 @@ TARGETS: Mapping[str, TargetSpec] = {
             "aigw-bare plus usage ledger (SQLite), Prometheus metrics and llm-emit-token-metric",
             "configs/metered.yaml",
             soak=True,
-            ledger="bench-ledger.db",
+            ledger=True,
         ),
         TargetSpec(
             "aigw-policies", "aigw", "aigw, all core policies", "configs/policies.yaml", soak=True
@@ -193,9 +193,9 @@ class RunningTarget:
     admin: Admin | None = None
 
 
-def ledger_path(ctx: LaunchContext, spec: TargetSpec, tag: str) -> Path | None:
-    """The target's SQLite ledger file for this launch, if its spec names one."""
-    return _aigw_config(ctx, spec, tag).parent / spec.ledger if spec.ledger else None
+def written_config(ctx: LaunchContext, spec: TargetSpec, tag: str) -> Path:
+    """Where this launch's copy of an aigw target's config is."""
+    return _aigw_config(ctx, spec, tag)
 
 
 def _aigw_config(ctx: LaunchContext, spec: TargetSpec, tag: str) -> Path:
@@ -261,11 +261,6 @@ def launch(
         if port is None:
             raise ValueError(f"upstream without a port: {upstream}")
         return RunningTarget(spec, port, child=None, ready_ms=None, headers=spec.headers)
-    if spec.slow_backend and not has_echo_module():
-        raise TargetSkippedError(
-            f"nginx's echo module ({ECHO_MODULE}, Debian package libnginx-mod-http-echo) is"
-            " missing: no backend answers like a model"
-        )
     port = free_port()
     argv, cwd, admin = _command(ctx, spec, upstream, port, tag)
     seeded, minted, prepared = None, None, None

@@ -99,7 +99,7 @@ async def test_an_error_body_that_came_with_its_head_is_dropped_and_the_connecti
             await send_unread(backend)
         assert len(throttling.connections) == 1
         assert waited == []  # all there with the head: nothing waited for
-        # The dropped bytes must not leak into the next answer on that connection.
+        # The connection serves the next answer whole.
         throttling.throttling = False
         response = await backend.send(make_ctx())
         assert response.status_code == 200
