@@ -19,6 +19,7 @@ from aigw.admin.bodies import (
 )
 from aigw.admin.openapi import OPENAPI
 from aigw.backends.base import Backend, Inspectable
+from aigw.logs import redact
 from aigw.runtime import Runtime
 from aigw.subscriptions.model import Subscription
 from aigw.subscriptions.service import (
@@ -152,17 +153,19 @@ async def audit_log(request: web.Request) -> web.Response:
 
 async def list_backends(request: web.Request) -> web.Response:
     _query(request)
-    backends = request[RUNTIME].services.backends
-    return _listing([_backend_status(backend) for backend in backends.values()])
+    runtime = request[RUNTIME]
+    backends = runtime.services.backends.values()
+    return _listing([_backend_status(backend, runtime.loaded.secrets) for backend in backends])
 
 
 async def get_backend(request: web.Request) -> web.Response:
     _query(request)
     backend_id = request.match_info["id"]
-    backend = request[RUNTIME].services.backends.get(backend_id)
+    runtime = request[RUNTIME]
+    backend = runtime.services.backends.get(backend_id)
     if backend is None:
         raise ServiceError(404, f"backend '{backend_id}' not found")
-    return web.json_response(_backend_status(backend))
+    return web.json_response(_backend_status(backend, runtime.loaded.secrets))
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -190,11 +193,23 @@ def _subscription(
     return web.json_response(document, status=status, headers=headers)
 
 
-def _backend_status(backend: Backend) -> dict[str, Any]:
+def _backend_status(backend: Backend, secrets: frozenset[str]) -> dict[str, Any]:
     # Live state of this process only: breakers are per process (as in APIM).
     if isinstance(backend, Inspectable):
-        return backend.status()
+        return {key: _masked(value, secrets) for key, value in backend.status().items()}
     return {"id": backend.id}
+
+
+def _masked(value: Any, secrets: frozenset[str]) -> Any:
+    """`value` with secret named values masked in every string, as the logs do: a URL or
+    health-check path may have been built from one."""
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, dict):
+        return {key: _masked(item, secrets) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_masked(item, secrets) for item in value]
+    return value
 
 
 def _listing(items: list[dict[str, Any]]) -> web.Response:

@@ -12,6 +12,7 @@ import asyncio
 import math
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from aigw.backends.base import Backend
 from aigw.backends.breaker import CircuitBreaker
@@ -48,6 +49,14 @@ NO_FIRST_BYTE = "Backend service did not start sending the response in time"
 _PLAIN = tuple(Outcome(status) for status in range(600))
 
 
+def public_url(url: str) -> str:
+    """`scheme://host[:port]/path` of a URL: what the admin API may show of it. A user,
+    password, query or fragment is where keys hide (an Azure Functions `?code=`)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
 class GuardedBackend:
     def __init__(
         self,
@@ -63,7 +72,8 @@ class GuardedBackend:
         self.backend = backend
         self.breaker = breaker
         self.kind = kind
-        self.url = url
+        # Only for status(): forwarding uses the configured URL, never this form.
+        self.public_url = None if url is None else public_url(url)
         self.health = health
         self.shared = shared
         self._clock = clock
@@ -154,8 +164,8 @@ class GuardedBackend:
 
     def status(self) -> dict[str, Any]:
         document: dict[str, Any] = {"id": self.id, "type": self.kind}
-        if self.url is not None:
-            document["url"] = self.url
+        if self.public_url is not None:
+            document["url"] = self.public_url
         document.update(self.breaker.counters())
         document["breaker"] = self.breaker.snapshot() if self.breaker.has_rules else None
         document["shared"] = None if self.shared is None else self.shared.status()

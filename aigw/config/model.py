@@ -295,6 +295,18 @@ class BackendConfig(Strict):
     pool: PoolConfig | None = None
     credentials: BackendCredentialsConfig | None = None
 
+    @field_validator("url")
+    @classmethod
+    def _url_without_query(cls, url: str | None) -> str | None:
+        # Requests go to the URL's path only: a query or fragment would be silently dropped.
+        if url is not None and ("?" in url or "#" in url):
+            raise ValueError(
+                "must not have a query string or fragment (requests are sent to its path "
+                "only): send a key with 'credentials.header', or a query parameter with "
+                "the set-query-parameter policy"
+            )
+        return url
+
     @model_validator(mode="after")
     def _url_for_http(self) -> BackendConfig:
         if self.type == "http":
@@ -372,6 +384,22 @@ class ProductConfig(Strict):
     policies: PolicySections = PolicySections()
 
 
+def _database_url(url: str) -> str:
+    """A store's `sqlite:PATH`, or a PostgreSQL URL the driver will read as it is written."""
+    if url.startswith("sqlite:"):
+        return url
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ValueError("must start with 'sqlite:' or 'postgresql://'")
+    # The stores check with the same rules before connecting. The message never quotes the
+    # URL: where it is misread, any piece of it may be part of the password.
+    from aigw.postgresdb import url_problem
+
+    problem = url_problem(url)
+    if problem is not None:
+        raise ValueError(problem)
+    return url
+
+
 class StoreConfig(Strict):
     """Where subscriptions live: `sqlite:PATH` (relative to the config file) or
     `postgresql://user@host:port/db` (shared by replicas)."""
@@ -380,11 +408,10 @@ class StoreConfig(Strict):
     # How often each process picks up changes made through other processes or replicas.
     refresh_interval: Annotated[float, Field(gt=0, le=60)] = 1.0
 
-    @model_validator(mode="after")
-    def _known_scheme(self) -> StoreConfig:
-        if not self.url.startswith(("sqlite:", "postgresql://", "postgres://")):
-            raise ValueError("'url' must start with 'sqlite:' or 'postgresql://'")
-        return self
+    @field_validator("url")
+    @classmethod
+    def _usable_url(cls, url: str) -> str:
+        return _database_url(url)
 
 
 class CountersConfig(Strict):
@@ -474,13 +501,10 @@ class LedgerConfig(Strict):
     # (logged and counted in `aigw_ledger_dropped_records_total`).
     max_buffered: Annotated[int, Field(ge=100, le=10_000_000)] = 100_000
 
-    @model_validator(mode="after")
-    def _known_scheme(self) -> LedgerConfig:
-        if self.url is not None and not self.url.startswith(
-            ("sqlite:", "postgresql://", "postgres://")
-        ):
-            raise ValueError("'url' must start with 'sqlite:' or 'postgresql://'")
-        return self
+    @field_validator("url")
+    @classmethod
+    def _usable_url(cls, url: str | None) -> str | None:
+        return None if url is None else _database_url(url)
 
 
 class UsageConfig(Strict):

@@ -17,7 +17,14 @@ from aigw.ledger.query import Dialect, ReportSpec, Summary, aggregate_of, summar
 from aigw.ledger.rows import COLUMNS, LedgerRow
 from aigw.ledger.schema import MIGRATIONS_TABLE, TABLE, LedgerUnavailable, next_migration
 from aigw.migrations import Migration
-from aigw.postgresdb import CONNECT_TIMEOUT_SECONDS, SCHEMA_NAME, UNAVAILABLE, location
+from aigw.postgresdb import (
+    CONNECT_TIMEOUT_SECONDS,
+    SCHEMA_NAME,
+    UNAVAILABLE,
+    failure_reason,
+    location,
+    url_problem,
+)
 
 COMMAND_TIMEOUT_SECONDS = 30.0
 POOL_MIN, POOL_MAX = 1, 2  # one writer task and the occasional report
@@ -159,6 +166,10 @@ class PostgresLedgerStore:
             raise LedgerUnavailable(f"PostgreSQL at {self._where}: {self._reason(exc)}") from None
 
     async def _create_pool(self) -> Any:
+        # Checked when the config loads too; the driver's own words would quote the URL.
+        problem = url_problem(self._url)
+        if problem is not None:
+            raise LedgerUnavailable(f"cannot connect to PostgreSQL at {self._where}: {problem}")
         settings = {} if self._schema is None else {"search_path": self._schema}
         try:
             pool = await asyncpg.create_pool(
@@ -215,7 +226,4 @@ class PostgresLedgerStore:
                     await conn.execute(_RECORD_VERSION, migration.version)
 
     def _reason(self, exc: BaseException) -> str:
-        text = str(exc) or ("timed out" if isinstance(exc, TimeoutError) else type(exc).__name__)
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return failure_reason(exc, self._secrets)

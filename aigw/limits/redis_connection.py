@@ -22,7 +22,7 @@ import ssl
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, cast
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlsplit
 
 import hiredis
 
@@ -50,7 +50,10 @@ class Script:
 
 def describe_url(url: str) -> tuple[str, list[str]]:
     """`host:port` of a Redis URL for messages, and the secrets they must not show."""
-    parts = urlsplit(url)
+    try:
+        parts = _split(url)
+    except ValueError:
+        return "(unparseable URL)", []  # what it names may be part of the password
     secrets = [s for s in (parts.password, unquote(parts.password or "")) if s]
     try:
         port = parts.port or 6379
@@ -80,8 +83,9 @@ class RedisAddress:
     def parse(cls, url: str) -> RedisAddress:
         """The parts of a `redis://[[user]:password@]host[:port][/db]` URL (`rediss://` for
         TLS, with `ssl_cert_reqs`, `ssl_ca_certs` and `ssl_check_hostname` as redis-py
-        reads them). ValueError names what is not supported."""
-        parts = urlsplit(url)
+        reads them). ValueError names what is not supported, never quoting the URL: where
+        it is misread, any piece of it may be part of the password."""
+        parts = _split(url)
         if parts.scheme not in ("redis", "rediss"):
             raise ValueError("the counter store's URL must start with redis:// or rediss://")
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
@@ -94,12 +98,14 @@ class RedisAddress:
             )
         path = parts.path.strip("/")
         db_text = query.get("db", path or "0")
-        if not db_text.isdigit():
-            raise ValueError(f"the database in the counter store's URL is not a number: {db_text}")
+        if not (db_text.isascii() and db_text.isdigit()):
+            raise ValueError("the database in the counter store's URL is not a number")
         try:
             port = parts.port or 6379
-        except ValueError as exc:
-            raise ValueError(f"the counter store's URL has a bad port: {exc}") from None
+        except ValueError:  # its text quotes the port, which may be part of the password
+            raise ValueError(
+                "the counter store's URL has a bad port (not a number from 0 to 65535)"
+            ) from None
         return cls(
             host=parts.hostname or "localhost",
             port=port,
@@ -118,6 +124,25 @@ class RedisAddress:
         if self.db:
             commands.append(("SELECT", self.db))
         return commands
+
+
+def _split(url: str) -> SplitResult:
+    """The URL's parts, or ValueError if they were not read as written."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # its text quotes the host part, which may hold the password
+        raise ValueError(
+            "the counter store's URL cannot be parsed: an IPv6 address needs both brackets;"
+            " '[', ']' and non-ASCII characters in the password must be percent-encoded"
+        ) from None
+    # A '/', '?' or '#' in the password ends the host part early: the password's '@' lands
+    # after it, and the rest of the password reads as the port, database or query.
+    if "#" in url or "@" in parts.path + parts.query:
+        raise ValueError(
+            "the counter store's URL must percent-encode reserved characters in the"
+            " password ('/' as %2F, '?' as %3F, '#' as %23, '@' as %40)"
+        )
+    return parts
 
 
 def _tls_context(query: dict[str, str]) -> ssl.SSLContext:

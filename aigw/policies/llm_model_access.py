@@ -5,9 +5,11 @@ Rules map claim values (e.g. role `ProdWorkload`, or `*` for any validated calle
 patterns (`gpt-4o-prod`, `gpt-4.1-*`, `*`), matched case-insensitively against the routed
 deployment id (Azure OpenAI routes) or the request's `model`. A request no rule allows gets
 403 — the caller is authenticated, just not permitted — and so does a request without a
-validated token, or to an operation that names no deployment or model. On `/models` the
-backend's list (asked for uncompressed, decoded if it comes gzip/deflate anyway) is filtered
-to what the caller may use.
+validated token, or to an operation that names no deployment or model. The built-in model
+list of an LLM API (`GET …/models`) is not refused but filtered: the backend's list (asked
+for uncompressed, decoded if it comes gzip/deflate anyway) keeps what the caller may use,
+whatever the status it comes with. An `http` API's own operation named `models`, or another
+method, is checked like any other operation.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from aigw.catalog import BUILTIN_OPERATIONS
 from aigw.config.model import kebab
 from aigw.context import RequestContext, Response
 from aigw.errors import BackendProtocolError, GatewayError
@@ -32,6 +35,13 @@ if TYPE_CHECKING:
 
 DENIED = "Access to this model is not allowed."
 MAX_MODEL_LIST_BYTES = 4 * 2**20
+MODEL_LIST = "models"
+# The API types whose built-in operations include the model list (see aigw.catalog).
+_MODEL_LIST_APIS = frozenset(
+    api_type
+    for api_type, operations in BUILTIN_OPERATIONS.items()
+    if any(operation.id == MODEL_LIST for operation in operations)
+)
 
 
 class ModelRule(BaseModel):
@@ -79,7 +89,7 @@ class ModelAccess(Policy):
         )
 
     async def apply(self, ctx: RequestContext) -> Response | None:
-        if ctx.operation.id == "models":
+        if _is_model_list(ctx) and ctx.request.method == "GET":
             # The list is read to be filtered: ask for it uncompressed (no header would mean
             # any coding is fine, RFC 9110 §12.5.3).
             ctx.request.headers.set("accept-encoding", "identity")
@@ -98,22 +108,18 @@ class ModelAccess(Policy):
         return None
 
     async def on_response(self, ctx: RequestContext, response: Response) -> Response:
-        if self.shadow or ctx.operation.id != "models" or response.status_code != 200:
+        if self.shadow or not _is_model_list(ctx):
             return response
         encoding = (response.headers.get("content-encoding") or "identity").strip().lower()
         body = await response.read(MAX_MODEL_LIST_BYTES)
-        if body is not None and encoding != "identity":
-            body = _decompressed(body, encoding)
+        listing = _model_list(body, encoding)
+        if listing is None:
+            if 200 <= response.status_code < 300:
+                # What cannot be filtered is not shown: the list could name forbidden models.
+                raise BackendProtocolError("Backend sent a model list that could not be filtered")
+            return response  # an error answer (401, 429, 5xx …), relayed as the backend sent it
+        if encoding != "identity":
             response.headers.delete("content-encoding")
-        listing: Any = None
-        if body is not None:
-            try:
-                listing = json.loads(body)
-            except (ValueError, RecursionError):
-                listing = None
-        if not isinstance(listing, dict) or not isinstance(listing.get("data"), list):
-            # What cannot be filtered is not shown: the list could name forbidden models.
-            raise BackendProtocolError("Backend sent a model list that could not be filtered")
         listing["data"] = [
             item
             for item in listing["data"]
@@ -124,6 +130,27 @@ class ModelAccess(Policy):
 
     def describe(self) -> str:
         return f"{super().describe()} by claim {self.claim!r}, {len(self.rules)} rules"
+
+
+def _is_model_list(ctx: RequestContext) -> bool:
+    """The built-in model list of an LLM API; an `http` API may name its own operation
+    `models` too, and that one lists nothing the policy knows how to filter."""
+    return ctx.operation.id == MODEL_LIST and ctx.api.type in _MODEL_LIST_APIS
+
+
+def _model_list(body: bytes | None, encoding: str) -> dict[str, Any] | None:
+    """The body as a model list (`{"data": [...]}`), decoded; None if it is not one."""
+    if body is not None and encoding != "identity":
+        body = _decompressed(body, encoding)
+    if body is None:
+        return None
+    try:
+        listing = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(listing, dict) or not isinstance(listing.get("data"), list):
+        return None
+    return listing
 
 
 def _decompressed(body: bytes, encoding: str) -> bytes | None:

@@ -10,9 +10,10 @@
 - a client that stops reading a response for `send_timeout` is disconnected, so it cannot
   hold a backend connection for ever; a client that is still sending a body nobody reads
   (the answer came first) is disconnected once the answer is out;
-- every parser error gets a JSON 400 and the connection is closed. Conflicting framing
-  (Content-Length with Transfer-Encoding, duplicate Content-Length) is refused by llhttp in
-  its default strict mode;
+- every parser error gets a JSON 400 with a fixed message (the parser's detail goes to the
+  debug log) and the connection is closed. Conflicting framing (Content-Length with
+  Transfer-Encoding, duplicate Content-Length) is refused by llhttp in its default strict
+  mode;
 - the app learns of a lost connection through a callback (`ConnectionSignals` in the scope's
   extensions) instead of a watcher task per request.
 """
@@ -20,6 +21,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +31,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from aigw.asgi import ConnectionSignals
 from aigw.pipeline.errors import error_body
+
+log = logging.getLogger("aigw.server")
 
 _REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
@@ -187,11 +191,10 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             if isinstance(cause, _Rejected):
                 self._reject(cause.status, cause.message)
             else:
-                self._reject(400, "Invalid HTTP request")
+                self._invalid(cause or exc)
             return
         except httptools.HttpParserError as exc:
-            # llhttp's messages name the framing problem and nothing of ours.
-            self._reject(400, f"Invalid HTTP request: {exc}")
+            self._invalid(exc)
             return
         except httptools.HttpParserUpgrade:
             self._reject(400, "Protocol upgrades are not supported")
@@ -216,6 +219,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self.transport.close()
         else:
             self._reject(408, "Request body was not received in time")
+
+    def _invalid(self, error: BaseException) -> None:
+        # The parser's wording is no contract for clients (and changes with llhttp): what
+        # went wrong is for the debug log, the client gets a fixed message.
+        log.debug("invalid HTTP request from %s: %s", self.client, error)
+        self._reject(400, "Invalid HTTP request")
 
     def _reject(self, status: int, message: str) -> None:
         self._cancel_timers()

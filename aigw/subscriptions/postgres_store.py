@@ -15,7 +15,14 @@ from typing import Any
 import asyncpg
 
 from aigw.migrations import Migration
-from aigw.postgresdb import CONNECT_TIMEOUT_SECONDS, SCHEMA_NAME, UNAVAILABLE, location
+from aigw.postgresdb import (
+    CONNECT_TIMEOUT_SECONDS,
+    SCHEMA_NAME,
+    UNAVAILABLE,
+    failure_reason,
+    location,
+    url_problem,
+)
 from aigw.subscriptions.model import AuditEntry, Subscription
 from aigw.subscriptions.schema import (
     already_exists,
@@ -110,6 +117,10 @@ class PostgresStore:
                 self._pool = await self._create_pool()
 
     async def _create_pool(self) -> Any:
+        # Checked when the config loads too; the driver's own words would quote the URL.
+        problem = url_problem(self._url)
+        if problem is not None:
+            raise StoreUnavailable(f"cannot connect to PostgreSQL at {self._where}: {problem}")
         settings = {} if self._schema is None else {"search_path": self._schema}
         try:
             pool = await asyncpg.create_pool(
@@ -274,11 +285,7 @@ class PostgresStore:
                     )
 
     def _reason(self, exc: BaseException) -> str:
-        text = str(exc) or ("timed out" if isinstance(exc, TimeoutError) else type(exc).__name__)
-        # Driver messages do not quote the URL today; this keeps it so if one ever does.
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return failure_reason(exc, self._secrets)
 
 
 async def _next_revision(conn: Any) -> int:

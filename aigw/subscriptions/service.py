@@ -7,6 +7,7 @@ process that made the change enforces it from its next request on.
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
@@ -37,6 +38,11 @@ _OWNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,199}$")
 MAX_NAME = 200
 _UPDATE_ATTEMPTS = 3
 T = TypeVar("T")
+# What admin API callers are told: the store's own message names the database server and
+# what its driver said, which stays in the gateway's log.
+STORE_UNAVAILABLE = "subscription store unavailable; try again later"
+
+log = logging.getLogger("aigw.subscriptions")
 
 
 class ServiceError(Exception):
@@ -271,7 +277,8 @@ class SubscriptionService:
         try:
             return await awaitable
         except StoreUnavailable as exc:
-            raise ServiceError(503, f"subscription store unavailable: {exc}") from None
+            log.error("subscription store unavailable: %s", exc)
+            raise ServiceError(503, STORE_UNAVAILABLE) from None
 
     def _changed(self, subscription: Subscription) -> None:
         if self.on_change is not None:

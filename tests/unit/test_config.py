@@ -222,3 +222,13 @@ def test_backend_urls_carry_no_secret_and_a_valid_port(url: str, problem: str | 
     else:
         found = issues_of(text)
         assert problem in found["backends.b"], found
+
+
+@pytest.mark.parametrize(
+    "url", ["https://fn.example/api?code=abc", "https://fn.example/api?", "https://fn.example/#x"]
+)
+def test_a_backend_url_with_a_query_or_fragment_is_refused(url: str) -> None:
+    # Requests go to the URL's path only: the query would be dropped without a word.
+    found = issues_of(f"backends:\n  b: {{url: '{url}'}}\n")
+    assert "must not have a query string or fragment" in found["backends.b.url"], found
+    assert "abc" not in str(found)

@@ -41,10 +41,12 @@ class BrokenStore:
         return fail
 
 
-def runtime(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, token: str = TOKEN) -> Runtime:
+def runtime(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, token: str = TOKEN, config: str = CONFIG
+) -> Runtime:
     monkeypatch.setenv("AIGW_UNIT_ADMIN_TOKEN", token)
     monkeypatch.chdir(tmp_path)  # the config comes from a string: its store is in the cwd
-    return build_runtime(load_config_text(CONFIG, "<string>"))
+    return build_runtime(load_config_text(config, "<string>"))
 
 
 @pytest.fixture
@@ -134,3 +136,29 @@ async def test_an_id_ending_in_a_newline_is_refused_before_anything_is_written(
         assert await current.services.subscriptions.store.list_all() == []
     finally:
         await current.close()
+
+
+FUNCTION_KEY = "fn-key-0123456789abcdef"
+SECRET_BACKEND = CONFIG.replace(
+    'backends: {b: {url: "http://127.0.0.1:9"}}',
+    """  fn-key: {env: AIGW_UNIT_FUNCTION_KEY, secret: true}
+backends:
+  b:
+    url: "https://fn-prod.example:8443/api/{{fn-key}}/openai"
+    health-check: {path: "/health?code={{fn-key}}"}""",
+)
+
+
+async def test_backend_status_never_shows_a_secret_named_value(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, client_for: Any
+) -> None:
+    monkeypatch.setenv("AIGW_UNIT_FUNCTION_KEY", FUNCTION_KEY)
+    current = runtime(monkeypatch, tmp_path, config=SECRET_BACKEND)
+    client = await client_for(RuntimeHolder(current))
+    for path in ("/backends", "/backends/b"):
+        reply = await client.get(path, headers=AUTH)
+        assert reply.status == 200
+        assert FUNCTION_KEY not in await reply.text()
+    shown = await (await client.get("/backends/b", headers=AUTH)).json()
+    assert shown["url"] == "https://fn-prod.example:8443/api/***/openai"
+    assert shown["healthCheck"]["path"] == "/health?code=***"

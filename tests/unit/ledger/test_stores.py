@@ -191,6 +191,25 @@ async def test_unreachable_postgres_is_unavailable_without_the_password() -> Non
     assert "127.0.0.1:9/test" in str(caught.value) and "s3cret-pw" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        # urllib reads "Xy9" as the port; asyncpg's error for it quoted the password's head,
+        # and the server was named by the rest of the password.
+        "postgresql://aigw:Xy9/Secr3tTail@127.0.0.1:9/test",
+        "postgresql://aigw:Xy9#Secr3tTail@127.0.0.1:9/test",
+        "postgresql://aigw:Xy9?Secr3tTail@127.0.0.1:9/test",
+    ],
+)
+async def test_a_misread_postgres_url_is_unavailable_without_any_piece_of_it(url: str) -> None:
+    store = PostgresLedgerStore(url)
+    with pytest.raises(LedgerUnavailable) as caught:
+        await store.open()
+    message = str(caught.value)
+    assert message.startswith("cannot connect to PostgreSQL at (unparseable URL): ")
+    assert "Xy9" not in message and "Secr3tTail" not in message
+
+
 def test_open_ledger_store_from_urls(tmp_path: Path) -> None:
     sqlite = open_ledger_store("sqlite:data/ledger.db", tmp_path)
     assert isinstance(sqlite, SqliteLedgerStore)

@@ -20,8 +20,8 @@ import uvloop
 import yaml
 
 from aigw.config.errors import ConfigError
-from aigw.config.loader import load_config
-from aigw.limits.redis_connection import RedisAddress
+from aigw.config.loader import load_config, load_config_text
+from aigw.limits.redis_connection import RedisAddress, describe_url
 from aigw.limits.redis_store import RedisCounterStore, window_key
 from aigw.limits.store import CounterStoreUnavailable
 from aigw.runtime import build_runtime
@@ -71,6 +71,46 @@ def test_a_url_gives_user_password_database_and_tls() -> None:
 def test_what_the_store_cannot_do_is_refused(url: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         RedisAddress.parse(url)
+
+
+# Generated passwords with a reserved character left unencoded: urllib ends the host part
+# there, so pieces of the password read as the port, the database or the query.
+MISREAD = [
+    "rediss://:Sup3rS3cr/etKeyPart2+x=@cache.example.net:6380",
+    "rediss://:Sup3rS3cr#etKeyPart2+x=@cache.example.net:6380",
+    "rediss://:Sup3rS3cr?etKeyPart2+x=@cache.example.net:6380",
+    "redis://:Sup3rS3cr?db=etKeyPart2@cache.example.net:6380",
+    "redis://:Sup3rS3cr/9etKeyPart2@cache.example.net",
+    "redis://:Sup3r[Qz7]/etKeyPart2@cache.example.net",  # urllib's own error quotes "Qz7"
+]
+PIECES = ("Sup3r", "etKeyPart2", "Qz7")
+
+
+@pytest.mark.parametrize("url", MISREAD)
+def test_a_misread_url_is_refused_without_quoting_any_of_it(url: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        RedisAddress.parse(url)
+    assert not any(piece in str(caught.value) for piece in PIECES), caught.value
+
+
+@pytest.mark.parametrize("url", MISREAD)
+def test_a_misread_url_names_its_server_by_a_fixed_text(url: str) -> None:
+    # For the stores' messages: "localhost:6379" would be a guess, "Qz7" a piece of the password.
+    assert describe_url(url) == ("(unparseable URL)", [])
+
+
+def test_a_misread_url_is_a_config_error_naming_counters_url_only() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(f"counters: {{url: '{MISREAD[0]}'}}\n")
+    assert str(caught.value).startswith("counters.url: ")
+    assert "percent-encode reserved characters in the password" in str(caught.value)
+    assert not any(piece in str(caught.value) for piece in PIECES)
+
+
+def test_a_bad_port_is_named_without_quoting_it() -> None:
+    with pytest.raises(ValueError, match="bad port") as caught:
+        RedisAddress.parse("redis://cache.example.net:63x79/0")
+    assert "63x79" not in str(caught.value)
 
 
 def test_an_unsupported_url_is_a_config_error_naming_counters_url(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from aigw.context import OperationInfo, RequestContext, Response
+from aigw.context import ApiInfo, OperationInfo, RequestContext, Response
 from aigw.errors import BackendProtocolError, GatewayError
 from aigw.headers import Headers
 from aigw.jwt.validator import Jwt
@@ -40,9 +40,14 @@ def ctx_for(
     model: str | None = None,
     deployment: str | None = None,
     op: str = "chat-completions",
+    method: str | None = None,
+    api_type: str = "openai",
 ) -> RequestContext:
     ctx = make_ctx()
-    ctx.operation = OperationInfo(op, op, "POST", "/x")
+    method = method or ("GET" if op == "models" else "POST")
+    ctx.api = ApiInfo("api", "Api", "api", api_type)
+    ctx.operation = OperationInfo(op, op, method, "/x")
+    ctx.request.method = method
     ctx.model, ctx.deployment_id = model, deployment
     if roles is not None:
         ctx.jwt = Jwt({"alg": "RS256"}, {"roles": roles, "sub": "app"})
@@ -98,6 +103,35 @@ def test_a_separator_splits_a_string_claim() -> None:
 
 def test_the_model_list_is_filtered_not_refused() -> None:
     assert decide(policy(), ctx_for(None, op="models")) == 200
+    assert decide(policy(), ctx_for(None, op="models", api_type="azure-openai")) == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "api_type"),
+    [
+        ("GET", "http"),  # an `http` API's own operation named `models`
+        ("POST", "http"),
+        ("DELETE", "http"),
+        ("POST", "openai"),  # the built-in model list, by a policy-changed method
+        ("DELETE", "azure-openai"),
+    ],
+)
+def test_only_a_get_of_the_built_in_model_list_skips_the_check(method: str, api_type: str) -> None:
+    ctx = ctx_for(["Chatbot"], op="models", method=method, api_type=api_type)
+    ctx.request.headers.set("accept-encoding", "gzip")
+    assert decide(policy(), ctx) == 403
+    assert ctx.request.headers.get_all("accept-encoding") == ["gzip"]
+    allowed = ctx_for(["Chatbot"], op="models", method=method, api_type=api_type)
+    allowed.deployment_id = "gpt-4o-mini"
+    assert decide(policy(), allowed) == 200
+
+
+def test_an_http_apis_own_models_answer_is_not_filtered() -> None:
+    ctx = ctx_for(["Chatbot"], op="models", api_type="http")
+    ctx.deployment_id = "gpt-4o-mini"
+    answer = listing("gpt-4o-prod", "gpt-4o-mini")
+    assert asyncio.run(policy().on_response(ctx, answer)) is answer
+    assert answer.stream is not None  # relayed as it came, never read
 
 
 def test_other_operations_are_checked_too_never_let_through() -> None:
@@ -138,6 +172,30 @@ def test_the_model_list_keeps_only_allowed_models() -> None:
         "gpt-4o-mini",
         "text-embedding-3-small",
     ]
+
+
+@pytest.mark.parametrize("status", [201, 203, 206, 400, 404, 429, 500])
+def test_a_model_list_is_filtered_whatever_its_status(status: int) -> None:
+    answer = listing("gpt-4o-prod", "gpt-4o-mini")
+    answer.status_code = status
+    filtered = asyncio.run(policy().on_response(ctx_for(["Chatbot"], op="models"), answer))
+    assert filtered.status_code == status
+    assert [m["id"] for m in json.loads(filtered.body)["data"]] == ["gpt-4o-mini"]
+
+
+@pytest.mark.parametrize("status", [401, 429, 503])
+def test_an_error_answer_without_a_list_is_relayed_as_it_came(status: int) -> None:
+    error = b'{"error": {"code": "429", "message": "Rate limit"}}'
+    answer = Response(status, Headers([("retry-after", "3")]), stream=_chunks(error))
+    relayed = asyncio.run(policy().on_response(ctx_for(["Chatbot"], op="models"), answer))
+    assert (relayed.status_code, relayed.body) == (status, error)
+    assert relayed.headers.get("retry-after") == "3"
+
+
+def test_a_success_without_a_list_is_not_passed_on() -> None:
+    answer = Response(203, Headers(), stream=_chunks(b'{"models": ["gpt-4o-prod"]}'))
+    with pytest.raises(BackendProtocolError):
+        asyncio.run(policy().on_response(ctx_for(["Chatbot"], op="models"), answer))
 
 
 def test_a_model_list_that_cannot_be_read_is_not_passed_on() -> None:

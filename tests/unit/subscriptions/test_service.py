@@ -3,9 +3,11 @@ audit, and that the local index learns each change at once."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +22,7 @@ from aigw.subscriptions.service import (
     parse_datetime,
 )
 from aigw.subscriptions.sqlite_store import SqliteStore
+from aigw.subscriptions.store import StoreUnavailable
 
 PRODUCTS = {
     "team": ProductEntry("team", "Team", None, "published", True, ("chat",)),
@@ -234,6 +237,47 @@ async def test_unknown_ids_and_empty_changes(service: SubscriptionService) -> No
     made = await create(service)
     with pytest.raises(ServiceError, match="nothing to change"):
         await service.update(made.id, actor="tester")
+
+
+# What a PostgreSQL store reports in an outage: the server's name and address.
+OUTAGE = (
+    "PostgreSQL at db-prod.internal.example:5432/aigw: Multiple exceptions: [Errno 111]"
+    " Connect call failed ('10.20.30.40', 5432)"
+)
+
+
+class UnavailableStore:
+    def __getattr__(self, name: str) -> Any:
+        async def fail(*args: Any, **kwargs: Any) -> Any:
+            raise StoreUnavailable(OUTAGE)
+
+        return fail
+
+
+async def test_an_unavailable_store_is_a_fixed_503_and_the_detail_goes_to_the_log(
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    store: Any = UnavailableStore()
+    service = SubscriptionService(store, PRODUCTS, frozenset({"chat"}), clock)
+    for call in (
+        service.get("a"),
+        service.find(),
+        service.audit(),
+        service.create(actor="tester", display_name="Team A", product="team"),
+        service.update("a", actor="tester", display_name="Renamed"),
+    ):
+        with (
+            caplog.at_level(logging.ERROR, logger="aigw.subscriptions"),
+            pytest.raises(ServiceError) as caught,
+        ):
+            await call
+        # The admin API answers with this: no host, address or driver text for its callers.
+        assert (caught.value.status, caught.value.message) == (
+            503,
+            "subscription store unavailable; try again later",
+        )
+        assert "db-prod" not in caught.value.message and "10.20.30.40" not in str(caught.value)
+    assert caplog.text.count(OUTAGE) == 5  # the operator still learns why
 
 
 def test_parse_datetime_accepts_iso_and_refuses_the_rest() -> None:

@@ -382,6 +382,34 @@ async def test_postgres_connect_failure_names_the_server_but_not_the_password() 
     await store.close()
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        # A '/' in the password: urllib took "Xy9" for the port and the rest for the database.
+        "postgresql://aigw:Xy9/Secr3tTail@127.0.0.1:1/test",
+        "postgresql://aigw:Xy9#Secr3tTail@127.0.0.1:1/test",
+        "postgresql://aigw:Xy9?Secr3tTail@127.0.0.1:1/test",
+    ],
+)
+async def test_postgres_misread_url_is_unavailable_without_any_piece_of_it(url: str) -> None:
+    store = PostgresStore(url)
+    with pytest.raises(StoreUnavailable) as failed:
+        await store.open()
+    message = str(failed.value)
+    assert message.startswith("cannot connect to PostgreSQL at (unparseable URL): ")
+    assert "percent-encode" in message
+    assert "Xy9" not in message and "Secr3tTail" not in message
+
+
+async def test_postgres_driver_refusing_an_option_is_not_quoted() -> None:
+    # asyncpg's message quotes the option's value, which may be a piece of the URL.
+    store = PostgresStore(f"{PG_URL}?target_session_attrs=Tail-0f-S3cret")
+    with pytest.raises(StoreUnavailable) as failed:
+        await store.open()
+    assert "refused the URL or one of its options" in str(failed.value)
+    assert "Tail-0f-S3cret" not in str(failed.value)
+
+
 def test_postgres_refuses_a_schema_name_it_would_have_to_quote() -> None:
     with pytest.raises(ValueError, match="schema name"):
         PostgresStore(PG_URL, schema='x"; DROP TABLE y; --')
