@@ -19,6 +19,7 @@ from aigw.subscriptions.sqlite_store import SqliteStore
 from aigw.usage.model import Usage
 from tests.unit.ledger.conftest import PG_URL, Database
 from tests.unit.ledger.records import T0, at, row
+from tests.unit.postgres_urls import MISREAD_URLS, PASSWORD_PIECES
 
 PRICES = PriceTable({"gpt-4o-mini": PriceConfig(input=Decimal("0.15"), output=Decimal("0.60"))})
 DAY = ReportSpec(datetime(2026, 11, 27, tzinfo=UTC), datetime(2026, 11, 28, tzinfo=UTC), ())
@@ -191,23 +192,14 @@ async def test_unreachable_postgres_is_unavailable_without_the_password() -> Non
     assert "127.0.0.1:9/test" in str(caught.value) and "s3cret-pw" not in str(caught.value)
 
 
-@pytest.mark.parametrize(
-    "url",
-    [
-        # urllib reads "Xy9" as the port; asyncpg's error for it quoted the password's head,
-        # and the server was named by the rest of the password.
-        "postgresql://aigw:Xy9/Secr3tTail@127.0.0.1:9/test",
-        "postgresql://aigw:Xy9#Secr3tTail@127.0.0.1:9/test",
-        "postgresql://aigw:Xy9?Secr3tTail@127.0.0.1:9/test",
-    ],
-)
+@pytest.mark.parametrize("url", MISREAD_URLS)
 async def test_a_misread_postgres_url_is_unavailable_without_any_piece_of_it(url: str) -> None:
     store = PostgresLedgerStore(url)
     with pytest.raises(LedgerUnavailable) as caught:
         await store.open()
     message = str(caught.value)
     assert message.startswith("cannot connect to PostgreSQL at (unparseable URL): ")
-    assert "Xy9" not in message and "Secr3tTail" not in message
+    assert not any(piece in message for piece in PASSWORD_PIECES)
 
 
 def test_open_ledger_store_from_urls(tmp_path: Path) -> None:

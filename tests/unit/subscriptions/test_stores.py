@@ -29,6 +29,7 @@ from aigw.subscriptions.store import (
     SubscriptionNotFound,
     SubscriptionStore,
 )
+from tests.unit.postgres_urls import MISREAD_URLS, PASSWORD_PIECES
 
 PG_URL = os.environ.get("AIGW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 T0 = datetime(2026, 3, 4, 5, 6, 7, 123456, tzinfo=UTC)
@@ -382,15 +383,7 @@ async def test_postgres_connect_failure_names_the_server_but_not_the_password() 
     await store.close()
 
 
-@pytest.mark.parametrize(
-    "url",
-    [
-        # A '/' in the password: urllib took "Xy9" for the port and the rest for the database.
-        "postgresql://aigw:Xy9/Secr3tTail@127.0.0.1:1/test",
-        "postgresql://aigw:Xy9#Secr3tTail@127.0.0.1:1/test",
-        "postgresql://aigw:Xy9?Secr3tTail@127.0.0.1:1/test",
-    ],
-)
+@pytest.mark.parametrize("url", MISREAD_URLS)
 async def test_postgres_misread_url_is_unavailable_without_any_piece_of_it(url: str) -> None:
     store = PostgresStore(url)
     with pytest.raises(StoreUnavailable) as failed:
@@ -398,7 +391,7 @@ async def test_postgres_misread_url_is_unavailable_without_any_piece_of_it(url: 
     message = str(failed.value)
     assert message.startswith("cannot connect to PostgreSQL at (unparseable URL): ")
     assert "percent-encode" in message
-    assert "Xy9" not in message and "Secr3tTail" not in message
+    assert not any(piece in message for piece in PASSWORD_PIECES)
 
 
 async def test_postgres_driver_refusing_an_option_is_not_quoted() -> None:
