@@ -35,7 +35,7 @@ from aigw.pipeline.executor import complete, execute, handle_error
 from aigw.relay import send_response
 from aigw.reload import RuntimeHolder
 from aigw.runtime import OperationTarget, Runtime
-from aigw.urlpath import has_dot_segment
+from aigw.urlpath import path_problem
 
 log = logging.getLogger("aigw.app")
 
@@ -166,9 +166,10 @@ class Gateway:
         signals: ConnectionSignals | None = scope.get("extensions", {}).get("aigw.connection")
         try:
             path = scope["path"]
-            if has_dot_segment(path):
-                # Never let `..` walk a backend path outside the API's base URL.
-                raise BadRequest("Request path must not contain '.' or '..' segments")
+            problem = path_problem(path)
+            if problem is not None:
+                # The backend must get the path that was routed (see aigw.urlpath).
+                raise BadRequest(problem)
             match = runtime.router.match(scope["method"], path)
             if match is None:
                 raise OperationNotFound()

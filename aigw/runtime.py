@@ -32,7 +32,7 @@ from aigw.subscriptions.gate import KeyLocation, SubscriptionGate
 from aigw.subscriptions.service import ProductEntry, SubscriptionService
 from aigw.subscriptions.store import SubscriptionStore, open_store
 from aigw.telemetry.hub import Telemetry
-from aigw.urlpath import encoded_has_dot_segment
+from aigw.urlpath import encoded_path_problem
 
 if TYPE_CHECKING:
     from aigw.ledger.writer import LedgerWriter
@@ -144,11 +144,10 @@ class Runtime:
         backend = self.services.backends.get(backend_id)
         if backend is None:
             raise GatewayError("Backend not found", reason="BackendNotFound")
-        if encoded_has_dot_segment(ctx.request.backend_path):
-            # A rewritten path (an expression fed by the request) must not climb out either.
-            raise BadRequest(
-                "Request path must not contain '.' or '..' segments", reason="InvalidPath"
-            )
+        problem = encoded_path_problem(ctx.request.backend_path)
+        if problem is not None:
+            # A rewritten path (an expression fed by the request) is held to the same rule.
+            raise BadRequest(problem, reason="InvalidPath")
         return await send_planned(backend.send, ctx)
 
 

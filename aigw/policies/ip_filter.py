@@ -81,7 +81,7 @@ def _address_ranges(
     for index, text in enumerate(config.address):
         try:
             if "/" in text:
-                network = ipaddress.ip_network(text.strip())
+                network = _unmapped(ipaddress.ip_network(text.strip()))
                 first, last = network.network_address, network.broadcast_address
             else:
                 first = last = parse_address(text)
@@ -138,3 +138,15 @@ class IpFilter(Policy):
     def describe(self) -> str:
         action = "allow" if self.allow else "forbid"
         return f"{super().describe()} {action} {self.count} addresses/ranges"
+
+
+def _unmapped(
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network,
+) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """An IPv4-mapped IPv6 network (`::ffff:203.0.113.0/120`) as the IPv4 network it is:
+    callers' mapped addresses are compared as IPv4, so it would otherwise match nobody."""
+    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
+        mapped = network.network_address.ipv4_mapped
+        if mapped is not None:
+            return ipaddress.IPv4Network((mapped, network.prefixlen - 96))
+    return network

@@ -67,6 +67,28 @@ def gateway_config(demo_backend: DemoBackend, echo_backend: RecordingBackend) ->
             },
         },
     }
+    # An operation guarded by its own policy, and a catch-all beside it: `//` must not route
+    # a request for the guarded one to the catch-all (a backend that merges slashes would
+    # serve the guarded path without the guard).
+    config["apis"]["guarded"] = {
+        "type": "http",
+        "subscription-required": False,
+        "path": "guarded",
+        "backend": "echo",
+        "operations": {
+            "admin": {
+                "method": "GET",
+                "url-template": "/admin",
+                "policies": {
+                    "inbound": [
+                        "base",
+                        {"ip-filter": {"action": "allow", "address": ["10.0.0.0/8"]}},
+                    ]
+                },
+            },
+            "rest": {"method": "GET", "url-template": "/*"},
+        },
+    }
     return config
 
 
@@ -122,6 +144,25 @@ def test_dot_segments_are_400_and_never_reach_the_backend(
     before = request_count(echo_backend)
     body = raw_json_error(raw_exchange(gateway.port, request_bytes, 0.5), 400)
     assert ".." in body["message"], body
+    assert request_count(echo_backend) == before
+
+
+def test_the_guarded_operation_is_guarded(gateway: Gateway, echo_backend: RecordingBackend) -> None:
+    before = request_count(echo_backend)
+    raw_json_error(raw_get(gateway.port, "/guarded/admin"), 403)
+    assert raw_get(gateway.port, "/guarded/other").status == 200  # the catch-all forwards
+    assert request_count(echo_backend) == before + 1
+
+
+@pytest.mark.parametrize(
+    "target", ["/guarded//admin", "/guarded/%2F/admin", "/guarded/%2fadmin/", "/guarded/\\admin"]
+)
+def test_empty_path_segments_are_400_and_never_reach_the_backend(
+    gateway: Gateway, echo_backend: RecordingBackend, target: str
+) -> None:
+    before = request_count(echo_backend)
+    body = raw_json_error(raw_get(gateway.port, target), 400)
+    assert "empty segments" in body["message"], body
     assert request_count(echo_backend) == before
 
 

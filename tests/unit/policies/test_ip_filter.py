@@ -57,6 +57,15 @@ def test_unparseable_caller_is_forbidden(ip: str, action: str) -> None:
     assert verdict(action, ip) == "FailedToParseCallerIP"
 
 
+@pytest.mark.parametrize("caller", ["203.0.113.7", "::ffff:203.0.113.7"])
+def test_an_ipv4_mapped_network_matches_the_ipv4_addresses_it_maps(caller: str) -> None:
+    policy = build_one("ip-filter", {"action": "forbid", "address": ["::ffff:203.0.113.0/120"]})
+    with pytest.raises(GatewayError) as blocked:
+        run(policy, make_ctx(client_ip=caller))
+    assert blocked.value.reason == "CallerIpBlocked"
+    run(policy, make_ctx(client_ip="203.0.114.7"))  # outside the mapped /24: passes
+
+
 def test_overlapping_ranges_are_merged() -> None:
     policy = build_one(
         "ip-filter",
