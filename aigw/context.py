@@ -284,6 +284,7 @@ class ClaimsView(Mapping[str, str]):
 class RequestContext:
     __slots__ = (
         "api",
+        "backend_has_request",
         "backend_id",
         "cache_hit",
         "client_disconnected",
@@ -347,6 +348,10 @@ class RequestContext:
         self.shadow_rejections: list[str] = []
         self.first_byte_at: float | None = None
         self.client_disconnected = False
+        # A backend holds the request: it was written to one, and no error head came back
+        # (a 429 being failed over or retried is not work the backend bills). Set by the
+        # backends; a client that leaves meanwhile is charged the prompt.
+        self.backend_has_request = False
         # Token usage of this request, when a policy needs it (limits, metrics).
         self.usage_meter: UsageMeter | None = None
         # Per-request state of policies, keyed by the policy (e.g. what a limit reserved).

@@ -105,7 +105,13 @@ class HttpBackend:
             headers,
             body if body or method not in ("GET", "HEAD") else None,
         )
-        upstream = await self._client.send(method, data)
+
+        def sent() -> None:
+            ctx.backend_has_request = True
+
+        upstream = await self._client.send(method, data, sent)
+        if upstream.status >= 400:
+            ctx.backend_has_request = False  # refused: nothing the backend bills
         response_headers = Headers.from_asgi(upstream.raw_headers).without_hop_by_hop()
 
         async def release() -> None:

@@ -45,6 +45,7 @@ class InProcessBackend:
     async def send(self, ctx: RequestContext) -> Response:
         messages: Messages = asyncio.Queue(QUEUE_SIZE)
         task = asyncio.create_task(self._run(ctx.request, messages))
+        ctx.backend_has_request = True
         task.add_done_callback(self._retrieve)
         try:
             start = await _next(messages, self.read_timeout, None)
@@ -57,6 +58,8 @@ class InProcessBackend:
             # Cancelled, timed out or no valid head: nobody will read the rest, stop the app.
             task.cancel()
             raise
+        if status >= 400:
+            ctx.backend_has_request = False  # refused: nothing the backend bills
         headers = Headers.from_asgi(start.get("headers", [])).without_hop_by_hop()
 
         async def release() -> None:

@@ -40,8 +40,6 @@ async def _run_sections(chain: Chain, ctx: RequestContext, terminal: Terminal) -
     result = await run_statements(chain.backend, ctx)
     if result is not None:
         return result
-    if ctx.usage_meter is not None:
-        ctx.usage_meter.forwarded = True  # from here on the backend may bill the prompt
     ctx.response = await (terminal(ctx) if ctx.steps is None else _timed_terminal(terminal, ctx))
     if ctx.usage_meter is not None:  # first, so policies' response hooks see the usage
         ctx.response = await ctx.usage_meter.on_response(ctx.response)
@@ -105,7 +103,9 @@ async def complete(ctx: RequestContext) -> None:
     if ctx.usage_meter is not None:
         try:
             # Once, before the hooks that settle usage.
-            await ctx.usage_meter.finish(client_left=ctx.client_disconnected)
+            await ctx.usage_meter.finish(
+                client_left=ctx.client_disconnected, backend_had_request=ctx.backend_has_request
+            )
         except Exception:
             log.exception("counting usage failed (request %s)", ctx.request_id)
     for policy in ctx.observers:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
 from aigw.errors import (
@@ -147,14 +147,20 @@ class UpstreamClient:
         self.pool = pool
         self.read_timeout = read_timeout
 
-    async def send(self, method: str, data: bytes) -> UpstreamResponse:
-        """Send an encoded request (see `encode_request`) and wait for the response head."""
+    async def send(
+        self, method: str, data: bytes, on_sent: Callable[[], None] | None = None
+    ) -> UpstreamResponse:
+        """Send an encoded request (see `encode_request`) and wait for the response head.
+        `on_sent` is called once the request is written (not while it waits for a
+        connection)."""
         head_only = method == "HEAD"
         for attempt in (1, 2):
             conn = await self.pool.acquire()
             reused = conn.exchanges > 0
             try:
                 conn.send(data, head_only)
+                if on_sent is not None:
+                    on_sent()
                 if not await conn.read_head(self.read_timeout):
                     raise BackendTimeout()
                 if not 200 <= conn.status <= 599:

@@ -43,7 +43,6 @@ class UsageMeter:
         self.tracker: StreamUsage | None = None
         self.usage: Usage | None = None
         self.prompt_estimate: int | None = None
-        self.forwarded = False  # the request went to the backend
         self.responded = False  # a backend response (any status) arrived
         self.failed = False  # the backend answered with an error status
         self._finished = False
@@ -103,9 +102,12 @@ class UsageMeter:
         """Whatever the stream reader held back of an unfinished last event."""
         return b"" if self.tracker is None else self.tracker.flush()
 
-    async def finish(self, *, client_left: bool = False) -> Usage | None:
+    async def finish(
+        self, *, client_left: bool = False, backend_had_request: bool = False
+    ) -> Usage | None:
         """The request's usage: None when no backend answered successfully, unless the
-        client left while the backend was working on it (the backend bills that prompt)."""
+        client left while a backend held the request (it bills that prompt); a client that
+        left while the request waited for a connection or a retry is charged nothing."""
         if self._finished:
             return self.usage
         self._finished = True
@@ -113,7 +115,7 @@ class UsageMeter:
             self.usage = self.tracker.usage
         if self.usage is not None or self.failed:
             return self.usage
-        if not self.responded and not (self.forwarded and client_left):
+        if not self.responded and not (backend_had_request and client_left):
             return None
         self.usage = await self._counted()
         return self.usage

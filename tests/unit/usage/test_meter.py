@@ -97,3 +97,15 @@ async def test_an_answer_nested_too_deep_to_parse_is_relayed_and_counted() -> No
     assert await relayed(response) == body
     usage = await meter.finish()
     assert usage is not None and usage.source == "counted"
+
+
+async def test_a_client_that_left_before_a_backend_had_its_request_is_charged_nothing() -> None:
+    """Waiting for a free connection or for a retry is no work a backend bills."""
+    meter = UsageMeter(context({"model": "gpt-4o", "messages": []}), None)
+    assert await meter.finish(client_left=True, backend_had_request=False) is None
+
+
+async def test_a_client_that_left_while_a_backend_had_its_request_is_charged_the_prompt() -> None:
+    meter = UsageMeter(context({"model": "gpt-4o", "messages": []}), None)
+    usage = await meter.finish(client_left=True, backend_had_request=True)
+    assert usage is not None and usage.source == "counted"
