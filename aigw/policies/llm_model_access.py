@@ -15,7 +15,6 @@ method, is checked like any other operation.
 from __future__ import annotations
 
 import json
-import zlib
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from aigw.catalog import BUILTIN_OPERATIONS
 from aigw.config.model import kebab
+from aigw.contentcoding import decoded
 from aigw.context import RequestContext, Response
 from aigw.errors import BackendProtocolError, GatewayError
 from aigw.policies.base import Policy, PolicyConfig
@@ -141,7 +141,7 @@ def _is_model_list(ctx: RequestContext) -> bool:
 def _model_list(body: bytes | None, encoding: str) -> dict[str, Any] | None:
     """The body as a model list (`{"data": [...]}`), decoded; None if it is not one."""
     if body is not None and encoding != "identity":
-        body = _decompressed(body, encoding)
+        body = decoded(body, encoding, MAX_MODEL_LIST_BYTES)
     if body is None:
         return None
     try:
@@ -153,16 +153,3 @@ def _model_list(body: bytes | None, encoding: str) -> dict[str, Any] | None:
     return listing
 
 
-def _decompressed(body: bytes, encoding: str) -> bytes | None:
-    """A gzip or deflate body decoded, at most MAX_MODEL_LIST_BYTES; None if it cannot be."""
-    wbits = {"gzip": 31, "x-gzip": 31, "deflate": 15}.get(encoding)
-    if wbits is None:
-        return None
-    inflater = zlib.decompressobj(wbits)
-    try:
-        data = inflater.decompress(body, MAX_MODEL_LIST_BYTES + 1)
-    except zlib.error:
-        return None
-    if len(data) > MAX_MODEL_LIST_BYTES or not inflater.eof or inflater.unused_data:
-        return None
-    return data

@@ -12,8 +12,12 @@ model's tokenizer, the completion from the streamed text (up to a disconnect, to
 from __future__ import annotations
 
 import logging
+import zlib
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
+from aigw.contentcoding import decoded, inflater
+from aigw.errors import BackendProtocolError
 from aigw.usage.extract import usage_from_bytes
 from aigw.usage.model import Usage
 from aigw.usage.stream import StreamUsage
@@ -44,6 +48,8 @@ class UsageMeter:
         self.usage: Usage | None = None
         self.prompt_estimate: int | None = None
         self.responded = False  # a backend response (any status) arrived
+        # A compressed stream relayed as it came: a decoded copy is read for the usage.
+        self._copy_decoder: Any = None
         self.failed = False  # the backend answered with an error status
         self._finished = False
         # Usage is read from the answer, which a compressed answer would hide (clients such
@@ -81,26 +87,59 @@ class UsageMeter:
             self.failed = True  # providers do not bill failed calls
             return response
         encoding = (response.headers.get("content-encoding") or "identity").strip().lower()
-        if encoding != "identity":
-            return response  # compressed after all: relayed unread, the usage is counted
+        compressed = encoding != "identity"
+        if compressed and inflater(encoding) is None:
+            return response  # br, zstd …: relayed unread, the usage is counted
         content_type = (response.headers.get("content-type") or "").lower()
         if content_type.startswith("text/event-stream"):
             self.tracker = StreamUsage(self.operation, self.strip_usage)
             if self.strip_usage:
                 response.headers.delete("content-length")
+                if compressed:
+                    # Compressed after all: the usage event asked for can only be taken
+                    # out of the decoded stream, so the client gets that, uncompressed.
+                    response.stream = _decoding(response.stream, inflater(encoding))
+                    response.headers.delete("content-encoding")
+            elif compressed:
+                self._copy_decoder = inflater(encoding)  # read a decoded copy, relay as is
             return response
         if "json" in content_type:
             body = await response.read(MAX_BUFFERED_BODY)  # None: relayed unread, counted
+            if body is not None and compressed:
+                body = decoded(body, encoding, MAX_BUFFERED_BODY)
             if body is not None:
                 self.usage = usage_from_bytes(self.operation, body)
         return response
 
     def on_chunk(self, chunk: bytes) -> bytes:
-        return chunk if self.tracker is None else self.tracker.feed(chunk)
+        if self.tracker is None:
+            return chunk
+        decoder = self._copy_decoder
+        if decoder is not None:
+            self._read_copy(lambda: decoder.decompress(chunk))
+            return chunk
+        return self.tracker.feed(chunk)
 
     def end_of_stream(self) -> bytes:
         """Whatever the stream reader held back of an unfinished last event."""
-        return b"" if self.tracker is None else self.tracker.flush()
+        if self.tracker is None:
+            return b""
+        if self._copy_decoder is not None:
+            self._read_copy(self._copy_decoder.flush)
+            if self.tracker is not None:
+                self.tracker.flush()
+            return b""  # the client had every byte as it came
+        return self.tracker.flush()
+
+    def _read_copy(self, decode: Callable[[], bytes]) -> None:
+        try:
+            data = decode()
+        except zlib.error:  # corrupt: nothing more can be read, the usage is counted
+            self._copy_decoder = None
+            self.tracker = None
+            return
+        if self.tracker is not None:
+            self.tracker.feed(data)
 
     async def finish(
         self, *, client_left: bool = False, backend_had_request: bool = False
@@ -152,3 +191,18 @@ def meter_for(ctx: RequestContext, counter: TokenCounter | None) -> UsageMeter |
     elif ctx.usage_meter.counter is None:
         ctx.usage_meter.counter = counter
     return ctx.usage_meter
+
+
+async def _decoding(stream: AsyncIterator[bytes] | None, decoder: Any) -> AsyncIterator[bytes]:
+    """A compressed stream, decoded as it passes."""
+    assert stream is not None
+    try:
+        async for chunk in stream:
+            if data := decoder.decompress(chunk):
+                yield data
+        if tail := decoder.flush():
+            yield tail
+    except zlib.error:
+        raise BackendProtocolError(
+            "Backend sent a compressed stream that cannot be decoded"
+        ) from None

@@ -51,17 +51,57 @@ def test_the_backend_is_asked_for_an_uncompressed_answer() -> None:
     assert ctx.request.headers.get("accept-encoding") == "identity"
 
 
-async def test_a_compressed_answer_is_relayed_untouched_and_counted() -> None:
-    """A backend that compresses anyway: its bytes pass as they are, the usage is counted."""
-    ctx = context({"model": "gpt-4o", "messages": [], "stream": True})
-    meter = UsageMeter(ctx, None)
-    raw = gzip.compress(b'data: {"choices":[],"usage":' + json.dumps(USAGE).encode() + b"}\n\n")
-    response = streamed(
-        [raw], [("content-type", "text/event-stream"), ("content-encoding", "gzip")]
-    )
+USAGE_EVENT = b'data: {"choices":[],"usage":' + json.dumps(USAGE).encode() + b"}\n\n"
+CONTENT = b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n'
+
+
+async def sent_to_client(meter: UsageMeter, response: Response) -> bytes:
     response = await meter.on_response(response)
     sent = b"".join([meter.on_chunk(chunk) async for chunk in response.stream or ()])
-    assert sent + meter.end_of_stream() == raw
+    return sent + meter.end_of_stream()
+
+
+async def test_a_gzip_stream_is_decoded_so_the_usage_asked_for_is_read_and_removed() -> None:
+    """A backend that compresses anyway: the client gets the decoded stream without the
+    usage event it did not ask for, and the backend's usage is charged."""
+    ctx = context({"model": "gpt-4o", "messages": [], "stream": True})
+    meter = UsageMeter(ctx, None)
+    raw = gzip.compress(CONTENT + USAGE_EVENT + b"data: [DONE]\n\n")
+    headers = [("content-type", "text/event-stream"), ("content-encoding", "gzip")]
+    response = streamed([raw[:10], raw[10:]], headers)
+    assert await sent_to_client(meter, response) == CONTENT + b"data: [DONE]\n\n"
+    assert "content-encoding" not in response.headers
+    usage = await meter.finish()
+    assert usage is not None and (usage.total_tokens, usage.source) == (7, "backend")
+
+
+async def test_a_gzip_stream_whose_client_asked_for_usage_is_relayed_as_it_came() -> None:
+    body = {"model": "gpt-4o", "messages": [], "stream": True}
+    ctx = context({**body, "stream_options": {"include_usage": True}})
+    meter = UsageMeter(ctx, None)
+    raw = gzip.compress(CONTENT + USAGE_EVENT + b"data: [DONE]\n\n")
+    headers = [("content-type", "text/event-stream"), ("content-encoding", "gzip")]
+    assert await sent_to_client(meter, streamed([raw[:7], raw[7:]], headers)) == raw
+    usage = await meter.finish()
+    assert usage is not None and (usage.total_tokens, usage.source) == (7, "backend")
+
+
+async def test_a_gzip_json_answer_is_read_for_its_usage_and_relayed_as_it_came() -> None:
+    meter = UsageMeter(context({"model": "gpt-4o", "messages": []}), None)
+    raw = gzip.compress(json.dumps({"choices": [], "usage": USAGE}).encode())
+    headers = [("content-type", "application/json"), ("content-encoding", "gzip")]
+    response = await meter.on_response(streamed([raw], headers))
+    assert await relayed(response) == raw
+    usage = await meter.finish()
+    assert usage is not None and (usage.total_tokens, usage.source) == (7, "backend")
+
+
+async def test_a_stream_in_a_coding_it_cannot_decode_is_relayed_untouched_and_counted() -> None:
+    ctx = context({"model": "gpt-4o", "messages": [], "stream": True})
+    meter = UsageMeter(ctx, None)
+    raw = b"\x0b\x05\x80not really brotli"
+    headers = [("content-type", "text/event-stream"), ("content-encoding", "br")]
+    assert await sent_to_client(meter, streamed([raw], headers)) == raw
     usage = await meter.finish()
     assert usage is not None and usage.source == "counted"
 
