@@ -16,8 +16,10 @@ What is read:
 
 Stripping (Chat Completions and Completions only): when the gateway asked for usage the
 client did not, the event whose payload has `usage` and no `choices` is removed, blank line
-included; every other byte passes unchanged. Only the incomplete event at the end of what was
-fed is held back, never a complete one. Without stripping `feed` returns its input itself.
+included; a chunk with `choices` that also carries the usage (some servers put it on the last
+content chunk) or `"usage": null` keeps every byte but that top-level member (an unterminated
+last event too); every other byte passes unchanged. Only the incomplete event at the end of
+what was fed is held back, never a complete one. Without stripping `feed` returns its input itself.
 
 Cost: a stream that is not being stripped is kept as it is and read only when its usage
 (or text) is asked for, after the client has its answer; a chunk without usage is kept
@@ -82,6 +84,7 @@ class StreamUsage:
         self._pending_lf: _LfRoute = "none"
         self._held = bytearray()  # bytes of the incomplete event, when stripping
         self._null_usage = False  # the event being held carries a top-level "usage": null
+        self._usage_member = False  # ... or choices and the usage: its copy goes without it
         # Chunks passed on unread (not stripping), and whether the stream ended after them.
         self._unread: list[bytes] = []
         self._unread_bytes = 0
@@ -174,6 +177,12 @@ class StreamUsage:
             return b""
         return self._flush()
 
+    def _client_copy(self, event: bytes | bytearray) -> bytes | bytearray:
+        """The event as the client gets it: without the top-level `usage` it did not ask for."""
+        if self._null_usage:
+            return _without_null_usage(event)
+        return _without_usage(event) if self._usage_member else event
+
     def _read(self, chunk: bytes) -> None:
         if not self._whole_events(chunk, None):
             self._scan(chunk, None)
@@ -191,8 +200,9 @@ class StreamUsage:
         if self._line_seen:
             self._line_done(b"")
         dropped = self._end_event()
-        held = bytes(self._held)
+        held = bytes(self._client_copy(self._held))
         self._held.clear()
+        self._null_usage = self._usage_member = False
         self._pending_lf = "none"
         return b"" if dropped and self._stripping else held
 
@@ -218,9 +228,9 @@ class StreamUsage:
             data = event[6:] if event.startswith(b"data: ") else event[5:]
             dropped = self._on_data(data, "") if data else False
             if out is not None and not dropped:
-                out += _without_null_usage(event) if self._null_usage else event
+                out += self._client_copy(event) if self._null_usage or self._usage_member else event
                 out += b"\n\n"
-            self._null_usage = False
+            self._null_usage = self._usage_member = False
         return True
 
     def _scan(self, chunk: bytes, out: bytearray | None) -> None:
@@ -245,9 +255,9 @@ class StreamUsage:
                     self._held += chunk[pos:stop]
                 else:
                     if not ended:
-                        out += _without_null_usage(self._held) if self._null_usage else self._held
+                        out += self._client_copy(self._held)
                         out += chunk[pos:stop]
-                    self._null_usage = False
+                    self._null_usage = self._usage_member = False
                     self._held.clear()
             if stop == end and chunk[stop - 1] == 0x0D:  # a lone CR: its LF may follow
                 self._pending_lf = "held" if ended is None else "drop" if ended else "out"
@@ -347,7 +357,12 @@ class StreamUsage:
         if not isinstance(usage, dict):
             return False
         self._usage = chat_usage(usage) or self._usage
-        return not choices
+        if not choices:
+            return True
+        # Usage on a chunk with choices (some servers put it on the last content chunk):
+        # the chunk goes on, without the usage the client did not ask for.
+        self._usage_member = self._stripping
+        return False
 
     def _choice_text(self, choice: dict[str, object]) -> None:
         self._add_text(choice.get("text"))
@@ -433,10 +448,109 @@ _NULL_TAILS: Final = (b',"usage":null}', b', "usage": null}')
 
 
 def _without_null_usage(event: bytes | bytearray) -> bytes:
-    """The event with its top-level `, "usage": null` member removed from its data line,
-    where OpenAI-compatible servers put it: last, or followed only by scalar members (OpenAI's
-    `"obfuscation"` padding). Left as it is when not found there."""
+    """The event with its top-level `, "usage": null` member removed from its data line.
+    Where OpenAI-compatible servers put it (last, or followed only by scalar members such as
+    OpenAI's `"obfuscation"` padding) a suffix check or a regex finds it; anywhere else the
+    object is walked (`_without_usage`)."""
     for tail in _NULL_TAILS:
         if event.endswith(tail):
             return bytes(event[: -len(tail)]) + b"}"
-    return _NULL_USAGE_AT_END.sub(rb"\1", bytes(event), count=1)
+    stripped, found = _NULL_USAGE_AT_END.subn(rb"\1", bytes(event), count=1)
+    return stripped if found else _without_usage(event)
+
+
+# A JSON string, or a structural character: what the walk over a top-level object looks at.
+_TOKEN: Final = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}\[\],]')
+_SPACE: Final = b" \t\r\n"
+
+
+def _without_usage(event: bytes | bytearray) -> bytes:
+    """The event with the top-level `usage` member of its JSON payload removed, whatever its
+    value, and one comma with it; every other byte is kept. An event whose payload spans
+    several data lines, or names `usage` twice or in escapes, is re-serialized instead."""
+    event = bytes(event)
+    lines = _data_lines(event)
+    if len(lines) == 1:
+        _, start, end, _ = lines[0]
+        cut = _usage_member_span(event, start, end)
+        if cut is not None:
+            return event[: cut[0]] + event[cut[1] :]
+    return _reserialized(event, lines)
+
+
+def _data_lines(event: bytes) -> list[tuple[int, int, int, int]]:
+    """The `data` lines of an event: where each starts, its value's start and end, and where
+    the next line starts."""
+    found: list[tuple[int, int, int, int]] = []
+    pos = 0
+    while pos < len(event):
+        match = _LINE_END.search(event, pos)
+        end, after = (match.start(), match.end()) if match else (len(event), len(event))
+        name, colon, value = event[pos:end].partition(b":")
+        if name == b"data":
+            start = end - len(value) + (1 if value.startswith(b" ") else 0)
+            found.append((pos, start if colon else end, end, after))
+        pos = after
+    return found
+
+
+def _usage_member_span(text: bytes, start: int, end: int) -> tuple[int, int] | None:
+    """The bytes to cut from the JSON object in `text[start:end]` to remove its one top-level
+    `"usage"` member: from its key to the next key, or from the comma before it to its end
+    when it is last. None when that member is not named exactly once at the top level."""
+    members: list[list[int]] = []  # key start, value end, the `,` or `}` after it
+    usage_at: list[int] = []
+    depth, expect_key = 0, False
+    for match in _TOKEN.finditer(text, start, end):
+        token = match.group()
+        if depth == 0 and (token != b"{" or text[start : match.start()].strip(_SPACE)):
+            return None  # not an object at the top level
+        if token[0] == 0x22:  # a string
+            if depth == 1 and expect_key:
+                if token == b'"usage"':
+                    usage_at.append(len(members))
+                members.append([match.start(), 0, 0])
+                expect_key = False
+            continue
+        if depth == 1 and token in (b",", b"}") and members and not members[-1][2]:
+            at = value_end = match.start()
+            while text[value_end - 1] in _SPACE:
+                value_end -= 1
+            members[-1][1:] = value_end, at
+        if token in (b"{", b"["):
+            depth += 1
+            expect_key = depth == 1
+        elif token in (b"}", b"]"):
+            depth -= 1
+            if depth == 0:
+                break
+        elif depth == 1:
+            expect_key = True
+    if depth or len(usage_at) != 1 or not all(member[2] for member in members):
+        return None
+    i = usage_at[0]
+    if i + 1 < len(members):
+        return members[i][0], members[i + 1][0]
+    if i:
+        return members[i - 1][2], members[i][1]
+    return members[i][0], members[i][1]
+
+
+def _reserialized(event: bytes, lines: list[tuple[int, int, int, int]]) -> bytes:
+    """The event with its payload written again without `usage`, compactly, in place of its
+    first data line (its other data lines dropped). Left as it is if it cannot be read."""
+    try:
+        payload = json.loads(b"\n".join(event[start:end] for _, start, end, _ in lines))
+    except (ValueError, RecursionError):
+        return event
+    if not isinstance(payload, dict) or "usage" not in payload:
+        return event
+    del payload["usage"]
+    out = bytearray(event[: lines[0][1]])
+    out += json.dumps(payload, separators=(",", ":")).encode()
+    pos = lines[0][2]
+    for line_start, _, _, after in lines[1:]:
+        out += event[pos:line_start]
+        pos = after
+    out += event[pos:]
+    return bytes(out)

@@ -203,12 +203,106 @@ def test_a_stream_without_usage(eol: bytes) -> None:
         assert reader.done
 
 
-def test_a_chunk_with_choices_and_usage_is_kept() -> None:
-    payload = {**chunk({"content": "last"}, finish="stop"), "usage": CHAT_USAGE}
-    stream = Stream([block([data(payload)], b"\n"), block(["data: [DONE]"], b"\n")], None)
-    reader = check(stream, [stream.data], strip=True)
+def member_json(members: list[tuple[str, object]], spaced: bool) -> bytes:
+    """A JSON object written member by member, compact or spaced, keeping their order."""
+    colon, comma = (": ", ", ") if spaced else (":", ",")
+    dump = (lambda v: json.dumps(v)) if spaced else (lambda v: json.dumps(v, separators=(",", ":")))
+    return ("{" + comma.join(f"{json.dumps(k)}{colon}{dump(v)}" for k, v in members) + "}").encode()
+
+
+USAGE_ON_LAST_CHUNK = [  # some OpenAI-compatible servers put the usage on the last chunk
+    ("id", "chatcmpl-1"),
+    ("object", "chat.completion.chunk"),
+    ("choices", [{"index": 0, "delta": {"content": "last"}, "finish_reason": "stop"}]),
+]
+
+
+@pytest.mark.parametrize("eol", EOLS, ids=["LF", "CRLF", "CR"])
+@pytest.mark.parametrize("spaced", [False, True], ids=["compact", "spaced"])
+@pytest.mark.parametrize("at", [0, 2, 3], ids=["first", "middle", "last"])
+def test_a_chunk_with_choices_and_usage_loses_only_the_usage(
+    at: int, spaced: bool, eol: bytes
+) -> None:
+    members: list[tuple[str, object]] = list(USAGE_ON_LAST_CHUNK)
+    with_usage = member_json([*members[:at], ("usage", CHAT_USAGE), *members[at:]], spaced)
+    first = block([data(chunk({"content": "a"}))], eol)
+    done = block(["data: [DONE]"], eol)
+    sent = first + b"id: 7" + eol + b"data: " + with_usage + eol + eol + done
+    # The client gets the chunk byte for byte as the backend would have sent it unasked.
+    expected = without_null_usage(first) + b"id: 7" + eol
+    expected += b"data: " + member_json(members, spaced) + eol + eol + done
+    for pieces in splits(sent):
+        reader = StreamUsage("chat-completions", strip_usage_chunk=True)
+        assert run(reader, pieces) == expected, pieces
+        assert reader.usage == CHAT_EXPECTED_USAGE  # still read and counted
+        assert reader.completion_text() == "alast"
+    # A client that asked for usage gets it, unchanged.
+    reader = StreamUsage("chat-completions", strip_usage_chunk=False)
+    assert run(reader, [sent]) == sent
     assert reader.usage == CHAT_EXPECTED_USAGE
-    assert reader.completion_text() == "last"
+
+
+def test_the_usage_on_a_chunk_is_removed_on_the_fast_path() -> None:
+    sent = (
+        b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],'
+        b'"usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8}}\n\n'
+    )
+    reader = StreamUsage("chat-completions", strip_usage_chunk=True)
+    assert reader.feed(sent) == (
+        b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+    )
+    assert reader.usage == Usage(5, 3, 8)
+    assert StreamUsage("chat-completions", strip_usage_chunk=False).feed(sent) is sent
+    completions = StreamUsage("completions", strip_usage_chunk=True)
+    text = b'data: {"choices":[{"text":"x"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}'
+    assert completions.feed(text + b"\n\n") == b'data: {"choices":[{"text":"x"}]}\n\n'
+
+
+def test_only_the_top_level_usage_is_removed() -> None:
+    # "usage" as text and as a nested key stays; so does a spaced-out layout.
+    sent = (
+        b'data: { "choices" : [ {"delta": {"content": "\\"usage\\": {}"}, "usage": {"a": 1}} ]'
+        b' ,\t"usage" : { "prompt_tokens": 9, "completion_tokens": 12 } ,'
+        b' "x": [1, {"y": "}"}] }\n\n'
+    )
+    expected = (
+        b'data: { "choices" : [ {"delta": {"content": "\\"usage\\": {}"}, "usage": {"a": 1}} ]'
+        b' ,\t"x": [1, {"y": "}"}] }\n\n'
+    )
+    reader = StreamUsage("chat-completions", strip_usage_chunk=True)
+    assert reader.feed(sent) == expected
+    assert reader.usage == Usage(9, 12, 21)
+    assert reader.completion_text() == '"usage": {}'
+
+
+def test_a_usage_the_text_cannot_be_cut_from_is_written_again_without_it() -> None:
+    # A key named twice, or a payload over several data lines: the event is re-serialized.
+    twice = (
+        b'data: {"choices": [{"delta": {"content": "\xc3\xa9"}}], "usage": {},'
+        b' "usage": {"prompt_tokens": 2, "completion_tokens": 1}}'
+    )
+    reader = StreamUsage("chat-completions", strip_usage_chunk=True)
+    assert reader.feed(twice + b"\r\n\r\n") == (
+        b'data: {"choices":[{"delta":{"content":"\\u00e9"}}]}\r\n\r\n'
+    )
+    assert reader.usage == Usage(2, 1, 3)
+    lines = (
+        b'id: 3\ndata: {"choices": [{"delta": {"content": "x"}}],\n'
+        b': note\ndata: "usage": {"prompt_tokens": 2, "completion_tokens": 1}}\n\n'
+    )
+    for pieces in splits(lines):
+        reader = StreamUsage("chat-completions", strip_usage_chunk=True)
+        assert run(reader, pieces) == (
+            b'id: 3\ndata: {"choices":[{"delta":{"content":"x"}}]}\n: note\n\n'
+        )
+        assert reader.usage == Usage(2, 1, 3)
+
+
+def test_a_null_usage_anywhere_at_the_top_level_is_removed() -> None:
+    sent = b'data: {"usage": null, "choices": [{"delta": {"content": "a"}}]}\n\n'
+    reader = StreamUsage("chat-completions", strip_usage_chunk=True)
+    assert reader.feed(sent) == b'data: {"choices": [{"delta": {"content": "a"}}]}\n\n'
+    assert reader.completion_text() == "a"
 
 
 def test_an_invalid_usage_is_still_removed_but_not_read() -> None:
@@ -303,8 +397,17 @@ def test_flush_returns_an_unterminated_last_event() -> None:
     first = block([data(chunk({"content": "a"}))], b"\n")
     tail = data(chunk({"content": "b"})).encode()
     assert reader.feed(first + tail) == without_null_usage(first)
-    assert reader.flush() == tail
+    assert reader.flush() == without_null_usage(tail)  # without its `"usage": null` too
     assert reader.completion_text() == "ab"
+
+
+def test_flush_removes_the_usage_from_an_unterminated_chunk_with_choices() -> None:
+    reader = StreamUsage("chat-completions", strip_usage_chunk=True)
+    members: list[tuple[str, object]] = list(USAGE_ON_LAST_CHUNK)
+    tail = b"data: " + member_json([*members, ("usage", CHAT_USAGE)], spaced=True) + b"\r\n"
+    assert reader.feed(tail) == b""
+    assert reader.flush() == b"data: " + member_json(members, spaced=True) + b"\r\n"
+    assert reader.usage == CHAT_EXPECTED_USAGE
 
 
 def test_flush_drops_an_unterminated_usage_event_when_stripping() -> None:
