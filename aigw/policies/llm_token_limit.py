@@ -8,12 +8,15 @@ minute window also holds the completion the request declares (`max_tokens` …) 
 ends, so concurrent requests see it. Strict mode admits only if prompt and completion (with
 `strict-max-tokens` when none is declared) fit, in the quota too. A refusal is 429 (tokens
 per minute, with an honest `Retry-After`) or 403 (quota, with the time it renews), and
-nothing is charged. After the response, the actual usage replaces what was taken. See the
-README for windows, streams and the multi-replica setup.
+nothing is charged. After the response, the actual usage replaces what was taken; a client
+that leaves while the take is in flight is charged nothing either (the take, already sent to
+the store, runs to its end and is given back). See the README for windows, streams and the
+multi-replica setup.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -79,6 +82,8 @@ class TokenLimitConfig(PolicyConfig):
 
 @dataclass(slots=True)
 class Reservation:
+    """What a request took, filled in as each counter's take succeeds."""
+
     key: str
     cost: int  # taken from the minute window: the prompt estimate and the completion held
     held: int  # of `cost`, the completion bound: released when the request ends
@@ -126,9 +131,22 @@ class TokenLimit(Policy):
             fallback = self.config.strict_max_tokens if self.config.strict else 0
             completion = _max_tokens(meter.body, fallback)
         now = ctx.clock.now().timestamp()
+        reservation = Reservation(key, prompt + completion, completion, 0, 0, now, None, None, None)
+        # Shielded: a client that leaves cancels the request, but the store applies a take it
+        # was sent all the same, so the take runs on and what it took is given back.
+        take = asyncio.ensure_future(self._take(ctx, reservation, prompt))
         try:
-            reservation = await self._take(ctx, key, prompt, completion, now)
-        except CounterStoreUnavailable as exc:
+            await asyncio.shield(take)
+        except asyncio.CancelledError:
+            self.writes.submit(self._give_back(ctx, take, reservation))
+            raise
+        except Exception as exc:
+            # Refused by the quota or the store lost after the minute took its part: that
+            # part is settled at the end, like a whole reservation.
+            if reservation.minute is not None:
+                ctx.policy_state[self] = reservation
+            if not isinstance(exc, CounterStoreUnavailable):
+                raise
             store_failure(ctx, self.name, self.config.on_store_error, exc)
             return None
         ctx.policy_state[self] = reservation
@@ -148,33 +166,24 @@ class TokenLimit(Policy):
             )
         return None
 
-    async def _take(
-        self, ctx: RequestContext, key: str, prompt: int, completion: int, now: float
-    ) -> Reservation:
+    async def _take(self, ctx: RequestContext, reservation: Reservation, prompt: int) -> None:
         config = self.config
-        cost = prompt + completion
+        key, cost, now = reservation.key, reservation.cost, reservation.taken_at
+        completion = reservation.held
         # What must fit for admission, and what the quota takes: all of it in strict mode,
         # else the prompt (APIM's rule). The minute window holds the completion either way,
         # so concurrent requests see it.
         fit = quota_cost = cost if config.strict else prompt
-        minute: Taken | None = None
         if config.tokens_per_minute is not None:
             minute = await self.store.window_take(
                 f"tpm:{key}", MINUTE, config.tokens_per_minute, cost, now, fit=fit, held=completion
             )
             if not minute.allowed:
                 minute = await self._refused_minute(ctx, key, cost, fit, completion, now, minute)
-        quota: Taken | None = None
-        period = None
+            reservation.minute = minute
         quota_held = 0
         if config.token_quota is not None and config.token_quota_period is not None:
             period = period_bounds(config.token_quota_period, now)
-            if minute is not None and cost:
-                # From here what the minute took is settled like a reservation: given back if
-                # the quota refuses (nothing is charged then) or cannot be reached.
-                ctx.policy_state[self] = Reservation(
-                    key, cost, completion, 0, 0, now, minute, None, None
-                )
             # Default mode takes the prompt only: a quota's 403 says "wait for the renewal",
             # which must not come from what requests in flight merely hold for a second.
             # Strict mode takes the completion bound too, marked as held: a refusal that only
@@ -194,9 +203,8 @@ class TokenLimit(Policy):
                 quota = await self._refused_quota(
                     ctx, key, quota_cost, quota_held, period, now, quota
                 )
-        return Reservation(
-            key, cost, completion, quota_cost, quota_held, now, minute, quota, period
-        )
+            reservation.quota_cost, reservation.quota_held = quota_cost, quota_held
+            reservation.quota, reservation.period = quota, period
 
     async def _refused_minute(
         self,
@@ -310,15 +318,23 @@ class TokenLimit(Policy):
         # request costs nothing. Otherwise it costs what it used, streams included.
         consumed = usage.total_tokens if usage is not None else 0
         publish(ctx, None, None, self.config.tokens_consumed_variable_name, consumed)
-        # Written if anything changes: a count to correct, or a hold to release.
-        minute = reservation.minute is not None and (
-            consumed != reservation.cost or reservation.held > 0
-        )
-        quota = reservation.period is not None and (
-            consumed != reservation.quota_cost or reservation.quota_held > 0
-        )
-        if minute or quota:
+        if _changes(reservation, consumed):
             self.writes.submit(self._correct(reservation, consumed, ctx.clock.now().timestamp()))
+
+    async def _give_back(
+        self, ctx: RequestContext, take: asyncio.Future[None], reservation: Reservation
+    ) -> None:
+        """The end of a take the client's leaving interrupted: what it took, if anything, is
+        given back (the backend never saw the request)."""
+        try:
+            await take
+        except (GatewayError, CounterStoreUnavailable):
+            pass  # refused, or the store went away: `reservation` has what was taken before
+        except Exception:
+            log.exception("%s: a take interrupted by the client's leaving failed", self.name)
+        reservation.settled = True
+        if _changes(reservation, 0):
+            await self._correct(reservation, 0, ctx.clock.now().timestamp())
 
     async def _correct(self, reservation: Reservation, consumed: int, now: float) -> None:
         # Each counter on its own: one the store could not correct must not keep the other
@@ -404,6 +420,17 @@ class TokenLimit(Policy):
         estimate = ", estimate" if config.estimate_prompt_tokens else ""
         limits = " + ".join(parts)
         return f"{super().describe()} key={self.counter_key.source} {limits}{estimate}{mode}"
+
+
+def _changes(reservation: Reservation, consumed: int) -> bool:
+    """Whether settling at `consumed` writes anything: a count to correct, a hold to release."""
+    minute = reservation.minute is not None and (
+        consumed != reservation.cost or reservation.held > 0
+    )
+    quota = reservation.period is not None and (
+        consumed != reservation.quota_cost or reservation.quota_held > 0
+    )
+    return minute or quota
 
 
 def _after(taken: Taken | None, delta: int, limit: int | None) -> Taken | None:

@@ -473,3 +473,60 @@ def _unexpected(response: httpx.Response) -> str | None:
 def _recent(traffic: Traffic, api: str, status: int) -> bool:
     latest = traffic.between(time.monotonic() - 0.3, time.monotonic(), api)
     return bool(latest) and latest[-1].status == status
+
+
+def test_a_client_that_leaves_while_redis_is_frozen_is_charged_nothing(
+    tmp_path: Path, demo_backend: DemoBackend, private_redis: PrivateRedis
+) -> None:
+    """The take reaches a frozen Redis, the client gives up, Redis thaws and runs it: what it
+    took (the prompt, the completion held, the strict quota) is given back."""
+    tpm, quota = 100_000, 1_000_000
+    config = redis_config(
+        demo_backend.url,
+        private_redis.url,
+        leave=limit_api(
+            "leave",
+            tpm,
+            strict=True,
+            **{
+                "token-quota": quota,
+                "token-quota-period": "Monthly",
+                "remaining-quota-tokens-header-name": "x-remaining-quota",
+            },
+        ),
+    )
+    config["counters"]["timeout"] = 5.0  # Redis is frozen for less: the reply does come
+    gateway = Gateway(tmp_path, config)
+    key = uuid.uuid4().hex
+    try:
+        with httpx.Client(base_url=gateway.url) as http:
+            http.post(  # the scripts are loaded and the connection is open
+                "/leave/v1/chat/completions",
+                json=chat_body(),
+                headers=demo_headers(uuid.uuid4().hex, 1, latency_ms=0),
+            )
+            private_redis.freeze(True)
+            try:
+                with pytest.raises(httpx.TimeoutException):
+                    http.post(
+                        "/leave/v1/chat/completions",
+                        json=chat_body(max_tokens=1000),
+                        headers=demo_headers(key, 1, latency_ms=0),
+                        timeout=0.5,
+                    )
+                time.sleep(0.3)  # the gateway sees the disconnect while Redis is frozen
+            finally:
+                private_redis.freeze(False)
+            time.sleep(0.5)  # the take runs, then its give-back
+            response = http.post(
+                "/leave/v1/chat/completions",
+                json=chat_body(),
+                headers=demo_headers(key, MAX_TOKENS, latency_ms=0),
+                timeout=10,
+            )
+    finally:
+        gateway.stop()
+    assert response.status_code == 200, response.text
+    used = response.json()["usage"]["total_tokens"]
+    assert response.headers["x-remaining-tokens"] == str(tpm - used)
+    assert response.headers["x-remaining-quota"] == str(quota - used)

@@ -564,6 +564,7 @@ def test_a_client_that_leaves_while_the_backend_works_pays_for_its_prompt(
     ctx = request(clock)
 
     async def terminal(ctx: RequestContext) -> Response:
+        ctx.backend_has_request = True  # written to the backend, which works on it
         ctx.client_disconnected = True  # the app cancels the request when its client leaves
         raise asyncio.CancelledError
 
@@ -693,3 +694,81 @@ def test_a_store_lost_between_the_minute_and_the_quota_leaves_nothing_taken(
         assert refusal([policy], request(clock)).status_code == 503
     taken = asyncio.run(store.window_peek("tpm:k", 60.0, 1000, clock.now().timestamp()))
     assert taken.used == used
+
+
+class SlowStore(MemoryCounterStore):
+    """Applies a take, then answers only once `answer` is set: a Redis script that ran while
+    its reply was still on the way when the client left."""
+
+    def __init__(self, slow: str) -> None:
+        super().__init__()
+        self.slow = slow  # "window" or "period": which take is slow to answer
+        self.applied = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    async def window_take(self, *args: Any, **kwargs: Any) -> Any:
+        taken = await super().window_take(*args, **kwargs)
+        await self._reply("window")
+        return taken
+
+    async def period_take(self, *args: Any, **kwargs: Any) -> Any:
+        taken = await super().period_take(*args, **kwargs)
+        await self._reply("period")
+        return taken
+
+    async def _reply(self, take: str) -> None:
+        if take == self.slow:
+            self.applied.set()
+            await self.answer.wait()
+
+
+@pytest.mark.parametrize(
+    ("slow", "quota"),
+    [
+        ("window", 10000),  # cancelled during the minute's take
+        ("period", 10000),  # during the quota's, after the minute's answered
+        ("period", 50),  # during the quota's, which refuses: the minute's part comes back
+    ],
+)
+def test_a_client_that_leaves_during_the_take_is_charged_nothing(
+    clock: ManualClock, slow: str, quota: int
+) -> None:
+    """The store applied the take, the request was cancelled before its answer came: the
+    backend never saw the request, so what the take added (holds too) is given back."""
+    (policy,) = limits(
+        {
+            "counter-key": "k",
+            "tokens-per-minute": 1000,
+            "token-quota": quota,
+            "token-quota-period": "Daily",
+            "estimate-prompt-tokens": True,
+            "strict": True,  # the quota holds the completion too
+        }
+    )
+    assert isinstance(policy, TokenLimit)
+    store = policy.store = SlowStore(slow)
+    ctx = request(clock, {**PROMPT, "max_tokens": 100})
+    reached: list[RequestContext] = []
+
+    async def terminal(ctx: RequestContext) -> Response:
+        reached.append(ctx)
+        return answer(10)
+
+    async def leave() -> tuple[int, int, int]:
+        served = asyncio.create_task(execute(Chain(inbound=(policy,)), ctx, terminal))
+        await store.applied.wait()
+        ctx.client_disconnected = True
+        served.cancel()  # what the app does when the client leaves
+        with pytest.raises(asyncio.CancelledError):
+            await served
+        await complete(ctx)  # the app's `finally`
+        store.answer.set()  # the store's reply arrives after all
+        await drain([policy])
+        now = clock.now().timestamp()
+        minute = await store.window_peek("tpm:k", 60.0, 1000, now)
+        start, end = period_bounds("Daily", now)
+        period = await store.period_take("tokens:k", start, end, 1, 2, now)  # refused: says held
+        return minute.used, period.used, period.held
+
+    assert asyncio.run(leave()) == (0, 0, 0)
+    assert reached == []
