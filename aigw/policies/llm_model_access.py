@@ -151,5 +151,3 @@ def _model_list(body: bytes | None, encoding: str) -> dict[str, Any] | None:
     if not isinstance(listing, dict) or not isinstance(listing.get("data"), list):
         return None
     return listing
-
-
