@@ -11,6 +11,7 @@ from aiohttp import web
 
 from aigw.backends.http import HttpBackend
 from aigw.config.model import BackendConfig
+from tests.unit.backends.loopback import serving
 from tests.unit.policies.conftest import make_ctx
 
 
@@ -30,19 +31,13 @@ class Backend:
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[Backend, HttpBackend]]:
     backend = Backend()
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", backend.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    client = HttpBackend("b", BackendConfig.model_validate({"url": url, "max-connections": 1}))
-    await client.start()
-    yield backend, client
-    backend.answer.set()
-    await client.close()
-    await runner.cleanup()
+    async with serving(backend.handle) as url:
+        config = BackendConfig.model_validate({"url": url, "max-connections": 1})
+        client = HttpBackend("b", config)
+        await client.start()
+        yield backend, client
+        backend.answer.set()
+        await client.close()
 
 
 async def test_a_request_waiting_for_a_connection_is_not_with_the_backend(

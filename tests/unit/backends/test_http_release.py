@@ -11,6 +11,7 @@ from aiohttp import web
 from aigw.backends.http import HttpBackend
 from aigw.config.model import BackendConfig
 from aigw.upstream.client import UpstreamResponse
+from tests.unit.backends.loopback import serving
 from tests.unit.policies.conftest import make_ctx
 
 
@@ -41,15 +42,8 @@ class Throttling:
 @pytest.fixture
 async def server() -> AsyncIterator[tuple[Throttling, str]]:
     throttling = Throttling()
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", throttling.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    yield throttling, f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with serving(throttling.handle) as url:
+        yield throttling, url
 
 
 async def send_unread(backend: HttpBackend) -> None:
