@@ -50,6 +50,7 @@ class UsageMeter:
         self.responded = False  # a backend response (any status) arrived
         # A compressed stream relayed as it came: a decoded copy is read for the usage.
         self._copy_decoder: Any = None
+        self._stream_ended = False  # end_of_stream ran: the stream reached its end
         self.failed = False  # the backend answered with an error status
         self._finished = False
         # Usage is read from the answer, which a compressed answer would hide (clients such
@@ -122,6 +123,7 @@ class UsageMeter:
 
     def end_of_stream(self) -> bytes:
         """Whatever the stream reader held back of an unfinished last event."""
+        self._stream_ended = True
         if self.tracker is None:
             return b""
         if self._copy_decoder is not None:
@@ -151,6 +153,10 @@ class UsageMeter:
             return self.usage
         self._finished = True
         if self.usage is None and self.tracker is not None:
+            if not self._stream_ended:
+                # Cut short (the client left, the backend broke off): a last event that
+                # lacks only its blank line is still read for usage.
+                self.tracker.flush()
             self.usage = self.tracker.usage
         if self.usage is not None or self.failed:
             return self.usage

@@ -149,3 +149,19 @@ async def test_a_client_that_left_while_a_backend_had_its_request_is_charged_the
     meter = UsageMeter(context({"model": "gpt-4o", "messages": []}), None)
     usage = await meter.finish(client_left=True, backend_had_request=True)
     assert usage is not None and usage.source == "counted"
+
+
+async def test_a_stream_cut_short_is_read_to_its_last_event_for_the_usage() -> None:
+    """The client left (or the backend broke off) after a usage event that lacks only its
+    blank line: that usage is charged, not a count of the streamed text."""
+    for asked in (False, True):
+        body: dict[str, Any] = {"model": "gpt-4o", "messages": [], "stream": True}
+        if asked:
+            body["stream_options"] = {"include_usage": True}
+        meter = UsageMeter(context(body), None)
+        response = streamed([CONTENT, USAGE_EVENT[:-2]], [("content-type", "text/event-stream")])
+        response = await meter.on_response(response)
+        async for chunk in response.stream or ():
+            meter.on_chunk(chunk)
+        usage = await meter.finish(client_left=True, backend_had_request=True)
+        assert usage is not None and (usage.total_tokens, usage.source) == (7, "backend"), asked
