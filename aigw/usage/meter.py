@@ -89,7 +89,8 @@ class UsageMeter:
             return response
         encoding = (response.headers.get("content-encoding") or "identity").strip().lower()
         compressed = encoding != "identity"
-        if compressed and inflater(encoding) is None:
+        decoder = inflater(encoding) if compressed else None
+        if compressed and decoder is None:
             return response  # br, zstd …: relayed unread, the usage is counted
         content_type = (response.headers.get("content-type") or "").lower()
         if content_type.startswith("text/event-stream"):
@@ -99,10 +100,10 @@ class UsageMeter:
                 if compressed:
                     # Compressed after all: the usage event asked for can only be taken
                     # out of the decoded stream, so the client gets that, uncompressed.
-                    response.stream = _decoding(response.stream, inflater(encoding))
+                    response.stream = _decoding(response.stream, decoder)
                     response.headers.delete("content-encoding")
             elif compressed:
-                self._copy_decoder = inflater(encoding)  # read a decoded copy, relay as is
+                self._copy_decoder = decoder  # read a decoded copy, relay as is
             return response
         if "json" in content_type:
             body = await response.read(MAX_BUFFERED_BODY)  # None: relayed unread, counted
@@ -115,9 +116,8 @@ class UsageMeter:
     def on_chunk(self, chunk: bytes) -> bytes:
         if self.tracker is None:
             return chunk
-        decoder = self._copy_decoder
-        if decoder is not None:
-            self._read_copy(lambda: decoder.decompress(chunk))
+        if self._copy_decoder is not None:
+            self._read_copy(self._copy_decoder.decompress, chunk)
             return chunk
         return self.tracker.feed(chunk)
 
@@ -133,9 +133,9 @@ class UsageMeter:
             return b""  # the client had every byte as it came
         return self.tracker.flush()
 
-    def _read_copy(self, decode: Callable[[], bytes]) -> None:
+    def _read_copy(self, decode: Callable[..., bytes], *compressed: bytes) -> None:
         try:
-            data = decode()
+            data = decode(*compressed)
         except zlib.error:  # corrupt: nothing more can be read, the usage is counted
             self._copy_decoder = None
             self.tracker = None

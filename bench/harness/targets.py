@@ -195,10 +195,6 @@ class RunningTarget:
 
 def written_config(ctx: LaunchContext, spec: TargetSpec, tag: str) -> Path:
     """Where this launch's copy of an aigw target's config is."""
-    return _aigw_config(ctx, spec, tag)
-
-
-def _aigw_config(ctx: LaunchContext, spec: TargetSpec, tag: str) -> Path:
     # A folder per launch: a relative SQLite store lands next to the config, fresh each time.
     return ctx.workdir / f"{spec.name}-{tag}" / "gateway.yaml"
 
@@ -222,7 +218,7 @@ def _command(
             None,
         )
     if spec.kind == "aigw":
-        config = _aigw_config(ctx, spec, tag)
+        config = written_config(ctx, spec, tag)
         admin_port = free_port()
         has_admin = write_gateway_config(
             BENCH_DIR / spec.source, config, upstream, port, admin_port
@@ -265,14 +261,14 @@ def launch(
     argv, cwd, admin = _command(ctx, spec, upstream, port, tag)
     seeded, minted, prepared = None, None, None
     if spec.subscriptions:
-        config = _aigw_config(ctx, spec, tag)
+        config = written_config(ctx, spec, tag)
         seeded = seed_store(ctx.python, config, spec.subscriptions, ctx.repo)
     if spec.jwt:
-        config = _aigw_config(ctx, spec, tag)
+        config = written_config(ctx, spec, tag)
         samples = VERIFY_SAMPLES if measure else 0
         minted = mint_token(ctx.python, config, spec.jwt, ctx.repo, samples)
     if spec.token_limit:
-        config = _aigw_config(ctx, spec, tag)
+        config = written_config(ctx, spec, tag)
         prepared = prepare_token_limit(ctx.python, config, spec.payload_path, ctx.repo, measure)
     env = litellm_env() if spec.kind == "litellm" else None
     if admin is not None:
