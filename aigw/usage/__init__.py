@@ -2,7 +2,9 @@
 
 Usage::
 
-    usage = usage_from_body("chat-completions", json.loads(body))  # a Usage, or None
+    answer = json.loads(body)
+    usage = usage_from_body("chat-completions", answer)  # a Usage, or None: then count
+    completion_text("chat-completions", answer)          # with aigw.tokenizer
 
     reader = StreamUsage("chat-completions", strip_usage_chunk=True)  # per streamed response
     for chunk in backend_chunks:
@@ -12,6 +14,7 @@ Usage::
     reader.completion_text()      # with aigw.tokenizer
 
 `extract` reads the `usage` object in both shapes (Chat Completions / Completions /
-Embeddings and the Responses API), `stream` reads server-sent events, and `model.Usage` is
-what both return. Token limits and token metrics use the same numbers from here.
+Embeddings and the Responses API), `stream` reads server-sent events, `completion` reads a
+JSON answer's completion text (what a stream's would be), and `model.Usage` is what
+`extract` and `stream` return. Token limits and token metrics use the same numbers from here.
 """

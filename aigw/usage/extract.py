@@ -33,21 +33,25 @@ _TOP_LEVEL_END: Final = re.compile(r'(?:\s*,\s*"(?:[^"\\]|\\.)*"\s*:\s*' + _SCAL
 _DECODER: Final = json.JSONDecoder()
 
 
-def usage_from_bytes(operation: str, body: bytes) -> Usage | None:
-    """`usage_from_body` of a JSON body not yet parsed.
+def usage_and_body(operation: str, body: bytes) -> tuple[Usage | None, Any]:
+    """`usage_from_body` of a JSON body not yet parsed, and the body parsed when it had to
+    be (else None): without usage, its completion text is counted, so it is parsed once.
 
     The usage is looked for at the body's end first, where OpenAI and Azure put it: parsing
     the whole body costs ~10 ms per MB (embeddings answers run to several MB) and even a
-    small answer's full parse costs more than the rest of the metering. A top-level `usage`
-    found there is taken without checking the rest of the body; otherwise the body is
-    parsed whole, and None means it is not valid JSON (or has no valid usage)."""
+    small answer's full parse costs more than the rest of the metering. A valid top-level
+    `usage` found there is taken without parsing the rest of the body; otherwise the body is
+    parsed whole, and (None, None) means it is not valid JSON."""
     found = _usage_at_end(body)
     if found is not None:
-        return usage_from_body(operation, {"usage": found[0]})
+        usage = usage_from_body(operation, {"usage": found[0]})
+        if usage is not None:
+            return usage, None
     try:
-        return usage_from_body(operation, json.loads(body))
+        parsed = json.loads(body)
     except (ValueError, RecursionError):
-        return None
+        return None, None
+    return usage_from_body(operation, parsed), parsed
 
 
 def _usage_at_end(body: bytes) -> tuple[Any] | None:

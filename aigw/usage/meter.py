@@ -6,7 +6,8 @@ response: the head (`on_response`), each streamed chunk (`on_chunk`), and the en
 (`stream_options.include_usage`) when the client did not, and takes that extra usage event
 out of what the client receives, so the client's stream is what it would have been.
 Usage comes from the backend when it reports it, else it is counted: the prompt with the
-model's tokenizer, the completion from the streamed text (up to a disconnect, too).
+model's tokenizer, the completion from the streamed text (up to a disconnect, too) or from
+the text of a JSON answer (`completion`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from aigw.contentcoding import decoded, inflater
 from aigw.errors import BackendProtocolError
-from aigw.usage.extract import usage_from_bytes
+from aigw.usage.completion import completion_text
+from aigw.usage.extract import usage_and_body
 from aigw.usage.model import Usage
 from aigw.usage.stream import StreamUsage
 
@@ -46,6 +48,7 @@ class UsageMeter:
         self.strip_usage = False
         self.tracker: StreamUsage | None = None
         self.usage: Usage | None = None
+        self.answer_text = ""  # a JSON answer's completion text, kept when it has no usage
         self.prompt_estimate: int | None = None
         self.responded = False  # a backend response (any status) arrived
         # A compressed stream relayed as it came: a decoded copy is read for the usage.
@@ -110,7 +113,9 @@ class UsageMeter:
             if body is not None and compressed:
                 body = decoded(body, encoding, MAX_BUFFERED_BODY)
             if body is not None:
-                self.usage = usage_from_bytes(self.operation, body)
+                self.usage, parsed = usage_and_body(self.operation, body)
+                if self.usage is None and parsed is not None:
+                    self.answer_text = completion_text(self.operation, parsed)
         return response
 
     def on_chunk(self, chunk: bytes) -> bytes:
@@ -166,14 +171,15 @@ class UsageMeter:
         return self.usage
 
     async def _counted(self) -> Usage:
-        """No usage from the backend: count the prompt and whatever text was streamed."""
+        """No usage from the backend: count the prompt and whatever text was streamed or
+        answered as JSON."""
         prompt = await self.estimate_prompt()
         completion = 0
-        if self.tracker is not None and self.counter is not None:
+        text = self.tracker.completion_text() if self.tracker is not None else self.answer_text
+        if text and self.counter is not None:
             from aigw.tokenizer.encodings import encoding_name_for
 
-            name = encoding_name_for(self.model)
-            completion = await self.counter.count(name, self.tracker.completion_text())
+            completion = await self.counter.count(encoding_name_for(self.model), text)
         return Usage(prompt, completion, prompt + completion, source="counted")
 
 

@@ -15,6 +15,6 @@ class Usage:
     total_tokens: int
     cached_tokens: int = 0  # prompt tokens served from the provider's prompt cache
     reasoning_tokens: int = 0  # completion tokens spent on reasoning (o-series)
-    # backend: the response's `usage`; counted: the gateway counted prompt and streamed
+    # backend: the response's `usage`; counted: the gateway counted prompt and completion
     # text itself (no usage from the backend); estimated: only the prompt estimate is known.
     source: UsageSource = "backend"

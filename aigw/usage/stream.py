@@ -9,10 +9,13 @@ What is read:
   `stream_options.include_usage` the last chunk has `"choices": []` and the usage), text from
   `choices[].delta.content` / `refusal` / `reasoning_content`, tool call names and argument
   deltas, and `choices[].text`; `done` at `data: [DONE]`.
-- Responses API: text from `response.output_text.delta`, `response.refusal.delta` and
-  `response.function_call_arguments.delta`; usage from `response.usage` of the terminal event
-  (`response.completed`, and also `response.incomplete` / `response.failed`, which are billed
-  too), which also sets `done`.
+- Responses API: text from `response.output_text.delta`, `response.refusal.delta`,
+  `response.function_call_arguments.delta` and `response.reasoning_summary_text.delta`, and
+  a function call's name from `response.output_item.added`; usage from `response.usage` of
+  the terminal event (`response.completed`, and also `response.incomplete` /
+  `response.failed`, which are billed too), which also sets `done`.
+
+`completion` reads the same text from a non-streamed answer: the two are kept in step.
 
 Stripping (Chat Completions and Completions only): when the gateway asked for usage the
 client did not, the event whose payload has `usage` and no `choices` is removed, blank line
@@ -58,6 +61,7 @@ _RESPONSES_DELTAS: Final = frozenset(
         "response.output_text.delta",
         "response.refusal.delta",
         "response.function_call_arguments.delta",
+        "response.reasoning_summary_text.delta",
     }
 )
 _RESPONSES_TERMINAL: Final = frozenset(
@@ -387,6 +391,11 @@ class StreamUsage:
         kind = kind if isinstance(kind, str) else event_type
         if kind in _RESPONSES_DELTAS:
             self._add_text(payload.get("delta"))
+        elif kind == "response.output_item.added":
+            # A function call's name comes only here; its arguments follow as deltas.
+            item = payload.get("item")
+            if isinstance(item, dict) and item.get("type") == "function_call":
+                self._add_text(item.get("name"))
         elif kind in _RESPONSES_TERMINAL:
             self._done = True
             response = payload.get("response")

@@ -390,6 +390,20 @@ def test_a_stream_without_usage_from_the_backend_is_counted(
     left_settles(http, "stream", key, 1000 - 8 - 2 * 40)
 
 
+def test_a_json_answer_without_usage_from_the_backend_is_counted(
+    http: httpx.Client, fixed: FixedChatBackend
+) -> None:
+    """Some OpenAI-compatible servers send no `usage`: the completion is counted from the
+    message text, as a stream's would be."""
+    key = new_key()
+    answer = chat(http, "stream", key, "0,40", headers={"x-no-usage": "1"})
+    assert answer.status_code == 200 and "usage" not in answer.json()
+    content = answer.json()["choices"][0]["message"]["content"]
+    assert content == "".join(f" t{i}" for i in range(40))
+    # The same charge as the stream of that answer: 8 prompt tokens, 2 for each " tN".
+    left_settles(http, "stream", key, 1000 - 8 - 2 * 40)
+
+
 def test_a_client_that_accepts_gzip_is_still_charged_its_usage(
     http: httpx.Client, fixed: FixedChatBackend
 ) -> None:

@@ -1,4 +1,5 @@
-"""`usage_from_body`: the backend's usage, for each operation's shape, and nothing if odd."""
+"""`usage_from_body`: the backend's usage, for each operation's shape, and nothing if odd;
+`usage_and_body`: the same from bytes, with the parsed body when it had to be parsed."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from aigw.usage.extract import usage_from_body, usage_from_bytes
+from aigw.usage.extract import usage_and_body, usage_from_body
 from aigw.usage.model import Usage
 
 CHAT_BODY: dict[str, Any] = {
@@ -171,7 +172,7 @@ def test_other_operations_have_no_usage() -> None:
     assert usage_from_body("list-models", CHAT_BODY) is None
 
 
-# --- usage_from_bytes: bodies are read from their end first ---------------------------------
+# --- usage_and_body: bodies are read from their end first -----------------------------------
 
 EMBEDDING = {"object": "embedding", "index": 0, "embedding": [0.0123456789] * 1536}
 EMBEDDINGS_USAGE = {"prompt_tokens": 800, "total_tokens": 800}
@@ -194,10 +195,10 @@ def test_a_large_body_is_read_for_usage_at_its_end_without_parsing_it_all(
         raise AssertionError("the whole body was parsed")
 
     monkeypatch.setattr(json, "loads", whole)
-    assert usage_from_bytes("embeddings", body) == Usage(800, 0, 800)
+    assert usage_and_body("embeddings", body) == (Usage(800, 0, 800), None)
     # Only scalar members after it (OpenAI's service_tier, system_fingerprint): still there.
     body = large({"usage": EMBEDDINGS_USAGE, "service_tier": "default", "n": 1, "x": None})
-    assert usage_from_bytes("embeddings", body) == Usage(800, 0, 800)
+    assert usage_and_body("embeddings", body) == (Usage(800, 0, 800), None)
 
 
 @pytest.mark.parametrize(
@@ -213,18 +214,30 @@ def test_a_large_body_is_read_for_usage_at_its_end_without_parsing_it_all(
 )
 def test_a_large_body_whose_end_is_not_plain_is_parsed_whole(tail: dict[str, Any]) -> None:
     body = large(tail)
-    assert usage_from_bytes("embeddings", body) == usage_from_body("embeddings", json.loads(body))
+    assert usage_and_body("embeddings", body)[0] == usage_from_body("embeddings", json.loads(body))
 
 
 def test_a_usage_that_only_looks_top_level_is_not_taken() -> None:
     body = large({}, head={"wrapper": 1})
     nested = body[:-1] + b', "inner": {"usage": {"prompt_tokens": 3}}}'
-    assert usage_from_bytes("embeddings", nested) is None
+    assert usage_and_body("embeddings", nested)[0] is None
     array = b"[" + large({"usage": EMBEDDINGS_USAGE}) + b"]"
-    assert usage_from_bytes("embeddings", array) is None
+    assert usage_and_body("embeddings", array)[0] is None
 
 
 def test_bytes_that_are_not_json_have_no_usage() -> None:
-    assert usage_from_bytes("chat-completions", b"{not json") is None
-    assert usage_from_bytes("chat-completions", b'{"x": ' + b"[" * 100_000) is None
-    assert usage_from_bytes("chat-completions", b"\xff\xfe") is None
+    assert usage_and_body("chat-completions", b"{not json") == (None, None)
+    assert usage_and_body("chat-completions", b'{"x": ' + b"[" * 100_000) == (None, None)
+    assert usage_and_body("chat-completions", b"\xff\xfe") == (None, None)
+
+
+def test_a_body_without_usage_comes_back_parsed_for_its_completion_text() -> None:
+    body = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}}]}
+    assert usage_and_body("chat-completions", json.dumps(body).encode()) == (None, body)
+    null = {**body, "usage": None}  # at the end, but no usage: the body is parsed after all
+    assert usage_and_body("chat-completions", json.dumps(null).encode()) == (None, null)
+
+
+def test_an_odd_usage_at_the_end_comes_back_with_the_body_parsed() -> None:
+    body = {**CHAT_BODY, "usage": {"prompt_tokens": -1, "completion_tokens": 2}}
+    assert usage_and_body("chat-completions", json.dumps(body).encode()) == (None, body)

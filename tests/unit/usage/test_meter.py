@@ -1,5 +1,6 @@
-"""`UsageMeter`: what it asks of the backend, and that reading usage never costs the client a
-byte of its answer."""
+"""`UsageMeter`: what it asks of the backend, that reading usage never costs the client a
+byte of its answer, and what an answer without usage is charged (counted, with the real
+tokenizer)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,15 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
+
 from aigw.context import ApiInfo, OperationInfo, RequestContext, RequestView, Response
 from aigw.headers import Headers
+from aigw.tokenizer import O200K, TokenCounter, prompt_tokens
+from aigw.usage import extract as extract_module
 from aigw.usage.meter import MAX_BUFFERED_BODY, UsageMeter
+from aigw.usage.model import Usage
+from tests.unit.tokenizer.conftest import tokens
 
 USAGE = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
 
@@ -165,3 +172,97 @@ async def test_a_stream_cut_short_is_read_to_its_last_event_for_the_usage() -> N
             meter.on_chunk(chunk)
         usage = await meter.finish(client_left=True, backend_had_request=True)
         assert usage is not None and (usage.total_tokens, usage.source) == (7, "backend"), asked
+
+
+# --- a JSON answer without usage: its completion is counted from its text ---------------------
+
+
+@pytest.fixture
+async def counter() -> AsyncIterator[TokenCounter]:
+    counter = TokenCounter([O200K])
+    await counter.start()
+    yield counter
+    await counter.close()
+
+
+async def charged(
+    counter: TokenCounter,
+    answer: dict[str, Any],
+    operation: str = "chat-completions",
+    status: int = 200,
+) -> tuple[Usage | None, int]:
+    """What a JSON answer is charged, and the prompt as the tokenizer counts it."""
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hello"}]}
+    if operation == "responses":
+        body = {"model": "gpt-4o", "input": "Hello"}
+    meter = UsageMeter(context(body, operation), counter)
+    raw = json.dumps(answer).encode()
+    response = Response(status, Headers([("content-type", "application/json")]), body=raw)
+    assert await relayed(await meter.on_response(response)) == raw
+    prompt = await prompt_tokens(counter, operation, body, "gpt-4o")
+    return await meter.finish(), prompt
+
+
+async def test_a_json_answer_without_usage_is_charged_its_counted_completion(
+    counter: TokenCounter,
+) -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": '{"q":1}'}}
+    message = {"role": "assistant", "content": "Hi there!", "tool_calls": [call]}
+    answer = {"object": "chat.completion", "choices": [{"index": 0, "message": message}]}
+    usage, prompt = await charged(counter, answer)
+    completion = tokens(O200K, 'Hi there!lookup{"q":1}')
+    assert prompt > 0 and completion > 0
+    assert usage == Usage(prompt, completion, prompt + completion, source="counted")
+    # `"usage": null` (some servers send it) is no usage either.
+    usage, _ = await charged(counter, {**answer, "usage": None})
+    assert usage == Usage(prompt, completion, prompt + completion, source="counted")
+
+
+async def test_a_responses_answer_without_usage_is_charged_its_counted_output(
+    counter: TokenCounter,
+) -> None:
+    content = [{"type": "output_text", "text": "Hello back", "annotations": []}]
+    answer = {"object": "response", "output": [{"type": "message", "content": content}]}
+    usage, prompt = await charged(counter, answer, "responses")
+    completion = tokens(O200K, "Hello back")
+    assert usage == Usage(prompt, completion, prompt + completion, source="counted")
+
+
+async def test_a_json_answer_with_usage_is_charged_that_usage_without_a_full_parse(
+    counter: TokenCounter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def whole(text: Any, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the whole body was parsed")
+
+    monkeypatch.setattr(extract_module.json, "loads", whole)
+    message = {"role": "assistant", "content": "Hi there!"}
+    answer = {"choices": [{"index": 0, "message": message}], "usage": USAGE}
+    usage, _ = await charged(counter, answer)
+    assert usage == Usage(3, 4, 7)
+
+
+async def test_an_odd_usage_is_replaced_by_the_counted_text(counter: TokenCounter) -> None:
+    message = {"role": "assistant", "content": "Hi there!"}
+    answer = {"choices": [{"message": message}], "usage": {**USAGE, "prompt_tokens": -1}}
+    usage, prompt = await charged(counter, answer)
+    completion = tokens(O200K, "Hi there!")
+    assert usage == Usage(prompt, completion, prompt + completion, source="counted")
+
+
+async def test_a_failed_json_answer_has_no_usage(counter: TokenCounter) -> None:
+    answer = {"error": {"message": "Bad request", "type": "invalid_request_error"}}
+    assert (await charged(counter, answer, status=400))[0] is None
+
+
+async def test_a_gzip_json_answer_without_usage_is_counted_from_its_text(
+    counter: TokenCounter,
+) -> None:
+    ctx = context({"model": "gpt-4o", "messages": [{"role": "user", "content": "Hello"}]})
+    meter = UsageMeter(ctx, counter)
+    answer = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi!"}}]}
+    raw = gzip.compress(json.dumps(answer).encode())
+    headers = [("content-type", "application/json"), ("content-encoding", "gzip")]
+    assert await relayed(await meter.on_response(streamed([raw], headers))) == raw
+    usage = await meter.finish()
+    assert usage is not None and usage.source == "counted"
+    assert usage.completion_tokens == tokens(O200K, "Hi!")

@@ -361,8 +361,11 @@ def responses_stream(eol: bytes) -> Stream:
         event(
             "response.created", response={"id": "resp_1", "status": "in_progress", "usage": None}
         ),
+        event("response.reasoning_summary_text.delta", item_id="rs_1", delta="Hm. "),
+        event("response.output_item.added", item={"type": "message", "id": "msg_1"}),
         event("response.output_text.delta", item_id="msg_1", delta="Hel"),
         event("response.output_text.delta", item_id="msg_1", delta="lo"),
+        event("response.output_item.added", item={"type": "function_call", "name": "f"}),
         event("response.function_call_arguments.delta", item_id="fc_1", delta='{"a":1}'),
         event("response.output_text.done", item_id="msg_1", text="Hello"),
         event(
@@ -380,7 +383,7 @@ def test_responses_api_events(eol: bytes) -> None:
         # Stripping never applies to the Responses API: `response.completed` is the answer.
         reader = check(stream, pieces, strip=True, operation="responses")
         assert reader.usage == Usage(12, 20, 32, cached_tokens=4, reasoning_tokens=8)
-        assert reader.completion_text() == 'Hello{"a":1}'
+        assert reader.completion_text() == 'Hm. Hellof{"a":1}'
         assert reader.done
 
 
