@@ -30,6 +30,7 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from aigw.asgi import ConnectionSignals
+from aigw.deadline import Deadline
 from aigw.pipeline.errors import error_body
 
 log = logging.getLogger("aigw.server")
@@ -66,7 +67,10 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._in_head = False
         self._rejected: _Rejected | None = None
-        self._head_timer: asyncio.TimerHandle | None = None
+        # Armed from a connection's start and between requests until a request's head is in
+        # (header_timeout), or while idle after an answer (uvicorn's timeout_keep_alive).
+        self._head_deadline = Deadline(self.loop, self._head_timed_out)
+        self._idle = False
         self._body_timer: asyncio.TimerHandle | None = None
         self._send_timer: asyncio.TimerHandle | None = None
         # One entry per request whose response is not complete yet (pipelining included).
@@ -86,10 +90,11 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             signals.fire()
 
     def _cancel_timers(self) -> None:
-        for timer in (self._head_timer, self._body_timer, self._send_timer):
+        self._head_deadline.close()
+        for timer in (self._body_timer, self._send_timer):
             if timer is not None:
                 timer.cancel()
-        self._head_timer = self._body_timer = self._send_timer = None
+        self._body_timer = self._send_timer = None
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -108,15 +113,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.transport.abort()
 
     def _arm_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-        self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
+        self._head_deadline.arm(self.limits.header_timeout)
 
     def _between_requests(self) -> bool:
         return not self._in_head and (self.cycle is None or self.cycle.response_complete)
 
     def _head_timed_out(self) -> None:
-        self._head_timer = None
         if self._in_head:
             self._reject(408, "Request headers were not received in time")
         elif self._between_requests():  # silent since opening, or sending only line breaks
@@ -153,9 +155,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        self._head_deadline.disarm()
         super().on_headers_complete()
         # The ASGI task is scheduled but has not run yet, so the scope can still be extended.
         signals = ConnectionSignals()
@@ -178,7 +178,25 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             # only keep the connection busy, so it is not waited for.
             self.transport.close()
             return
-        super().on_response_complete()
+        # uvicorn's steps, but the keep-alive wait is the head deadline's (a timer created
+        # and cancelled per request costs ~2 µs): idle between requests, it closes alike.
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        else:
+            self._head_deadline.arm(self.timeout_keep_alive)
+            self._idle = True
+
+    def _unset_keepalive_if_required(self) -> None:
+        # Bytes arrived (data_received calls this first): idle no more, the next
+        # head is due within header_timeout, even if they are bare line breaks.
+        if self._idle:
+            self._idle = False
+            self._arm_head_timer()
 
     # Input
 
@@ -202,7 +220,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         # Most bodies arrive with their head; only a body still pending gets a deadline.
         if self._body_timer is None and self.cycle is not None and self.cycle.more_body:
             self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_timed_out)
-        elif self._head_timer is None and self._between_requests():
+        elif not self._head_deadline.armed and self._between_requests():
             # Bytes between requests (bare line breaks) cancelled uvicorn's keep-alive
             # timer; they must not keep a connection open for ever either.
             self._arm_head_timer()

@@ -13,6 +13,7 @@ from typing import cast
 
 import httptools
 
+from aigw.deadline import Deadline
 from aigw.errors import BackendConnectionFailure, BackendProtocolError, GatewayError
 
 HIGH_WATER = 256 * 1024
@@ -29,6 +30,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.idle_since = 0.0
         self._paused = False
         self._waiter: asyncio.Future[bool] | None = None
+        self._silence = Deadline(loop, self._silent)
         self._begin(head_only=False)
 
     def _begin(self, head_only: bool) -> None:
@@ -107,18 +109,24 @@ class UpstreamConnection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        self._silence.close()
         if self.transport is not None:
             self.transport.close()
 
     async def _wait(self, silence: float) -> bool:
         waiter: asyncio.Future[bool] = self._loop.create_future()
         self._waiter = waiter
-        timer = self._loop.call_later(silence, _expire, waiter)
+        self._silence.arm(silence)
         try:
             return await waiter
         finally:
             self._waiter = None
-            timer.cancel()
+            self._silence.disarm()
+
+    def _silent(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(False)
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -155,6 +163,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._silence.close()
         if not self.complete and self.error is None:
             if self.head_received and self._until_close:
                 self.complete = True  # the socket's end is the body's end
@@ -226,8 +235,3 @@ def _ends_with_the_connection(headers: list[tuple[bytes, bytes]]) -> bool:
         elif name == b"transfer-encoding":
             chunked = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
     return not length and not chunked
-
-
-def _expire(waiter: asyncio.Future[bool]) -> None:
-    if not waiter.done():
-        waiter.set_result(False)

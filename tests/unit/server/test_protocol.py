@@ -73,3 +73,100 @@ async def test_a_parser_error_is_a_fixed_400_and_its_detail_only_logged(
     assert record.levelno == logging.DEBUG
     assert "203.0.113.7" in record.getMessage()
     assert detail in record.getMessage().lower()  # the parser's own words, for operators
+
+
+# --- keep-alive: idle between requests, a connection is closed after timeout_keep_alive ----
+
+
+class IdleTransport(FakeTransport):
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def _ok(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    body = scope["path"].encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _connection(keep_alive: float, header_timeout: float = 10) -> tuple[Any, IdleTransport]:
+    protocol_class = protocol_with_limits(EdgeLimits(header_timeout=header_timeout))
+    config = uvicorn.Config(
+        _ok, http=protocol_class, lifespan="off", log_config=None, timeout_keep_alive=keep_alive
+    )
+    config.load()
+    protocol = protocol_class(config, ServerState(), {})
+    transport = IdleTransport()
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
+def _get(path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: gw\r\n\r\n".encode()
+
+
+async def test_an_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout() -> None:
+    protocol, transport = _connection(keep_alive=0.1)
+    try:
+        protocol.data_received(_get("/one"))
+        await asyncio.sleep(0.05)
+        assert transport.written.startswith(b"HTTP/1.1 200 OK") and transport.written.endswith(
+            b"/one"
+        )
+        assert not transport.closed
+        await asyncio.sleep(0.2)
+        assert transport.closed
+    finally:
+        protocol.connection_lost(None)
+
+
+async def test_a_request_within_the_keep_alive_timeout_is_served_and_restarts_it() -> None:
+    protocol, transport = _connection(keep_alive=0.15)
+    try:
+        protocol.data_received(_get("/one"))
+        await asyncio.sleep(0.1)
+        protocol.data_received(_get("/two"))
+        await asyncio.sleep(0.1)  # 0.2 s after the first answer, 0.1 s after the second
+        assert transport.written.endswith(b"/two")
+        assert not transport.closed
+        await asyncio.sleep(0.2)
+        assert transport.closed
+    finally:
+        protocol.connection_lost(None)
+
+
+async def test_pipelined_requests_are_answered_in_order() -> None:
+    protocol, transport = _connection(keep_alive=5)
+    try:
+        protocol.data_received(_get("/one") + _get("/two") + _get("/three"))
+        await asyncio.sleep(0.1)
+        written = bytes(transport.written)
+        assert written.count(b"HTTP/1.1 200 OK") == 3
+        assert written.index(b"/one") < written.index(b"/two") < written.index(b"/three")
+        assert not transport.closed
+    finally:
+        protocol.connection_lost(None)
+
+
+async def test_bytes_after_an_answer_end_the_keep_alive_wait_and_start_the_header_timeout() -> None:
+    protocol, transport = _connection(keep_alive=5, header_timeout=0.1)
+    try:
+        protocol.data_received(_get("/one"))
+        await asyncio.sleep(0.02)
+        assert transport.written.endswith(b"/one")
+        protocol.data_received(b"\r\n")  # a line break before a request line: not a request
+        await asyncio.sleep(0.2)
+        assert transport.closed  # within header_timeout, not the 5 s of keep-alive
+    finally:
+        protocol.connection_lost(None)
