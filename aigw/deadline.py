@@ -14,7 +14,7 @@ _RESOLUTION = 0.001
 
 
 class Deadline:
-    __slots__ = ("_at", "_callback", "_loop", "_timer", "_timer_at")
+    __slots__ = ("_at", "_callback", "_closed", "_loop", "_timer", "_timer_at")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
         self._loop = loop
@@ -22,13 +22,17 @@ class Deadline:
         self._at: float | None = None  # when the callback is due; None: disarmed
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
+        self._closed = False
 
     @property
     def armed(self) -> bool:
         return self._at is not None
 
     def arm(self, seconds: float) -> None:
-        """Call back `seconds` from now, unless armed again or disarmed before."""
+        """Call back `seconds` from now, unless armed again or disarmed before (never once
+        closed)."""
+        if self._closed:
+            return
         at = self._loop.time() + seconds
         self._at = at
         if self._timer is None:
@@ -41,7 +45,9 @@ class Deadline:
         self._at = None  # the timer stays: when it fires it finds nothing due
 
     def close(self) -> None:
-        """Disarm and drop the timer (the owner is going away: nothing keeps it alive)."""
+        """Disarm for good and drop the timer: the owner is going away, and a timer left
+        armed would keep it in memory until it fired."""
+        self._closed = True
         self._at = None
         if self._timer is not None:
             self._timer.cancel()

@@ -169,6 +169,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
+        # uvicorn's steps, but the keep-alive wait is the head deadline's (a timer created
+        # and cancelled per request costs ~2 µs): idle between requests, it closes alike.
+        self.server_state.total_requests += 1
         unread_body = False
         while self._open and self._open[0][0].response_complete:
             done, _ = self._open.popleft()
@@ -178,30 +181,27 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             # only keep the connection busy, so it is not waited for.
             self.transport.close()
             return
-        # uvicorn's steps, but the keep-alive wait is the head deadline's (a timer created
-        # and cancelled per request costs ~2 µs): idle between requests, it closes alike.
-        self.server_state.total_requests += 1
         if self.transport.is_closing():
             return
         self.flow.resume_reading()
         if self.pipeline:
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
-        else:
+        elif not self._in_head:  # (a next head already begun keeps its header deadline)
             self._head_deadline.arm(self.timeout_keep_alive)
             self._idle = True
 
     def _unset_keepalive_if_required(self) -> None:
-        # Bytes arrived (data_received calls this first): idle no more, the next
-        # head is due within header_timeout, even if they are bare line breaks.
-        if self._idle:
-            self._idle = False
-            self._arm_head_timer()
+        pass  # uvicorn's keep-alive timer is never started: see on_response_complete
 
     # Input
 
     def data_received(self, data: bytes) -> None:
-        self._unset_keepalive_if_required()
+        if self._idle:
+            # Idle no more: the next head is due within header_timeout, even if these
+            # bytes are bare line breaks.
+            self._idle = False
+            self._arm_head_timer()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -220,10 +220,6 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         # Most bodies arrive with their head; only a body still pending gets a deadline.
         if self._body_timer is None and self.cycle is not None and self.cycle.more_body:
             self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_timed_out)
-        elif not self._head_deadline.armed and self._between_requests():
-            # Bytes between requests (bare line breaks) cancelled uvicorn's keep-alive
-            # timer; they must not keep a connection open for ever either.
-            self._arm_head_timer()
 
     def _body_timed_out(self) -> None:
         self._body_timer = None

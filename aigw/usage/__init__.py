@@ -2,9 +2,9 @@
 
 Usage::
 
-    answer = json.loads(body)
-    usage = usage_from_body("chat-completions", answer)  # a Usage, or None: then count
-    completion_text("chat-completions", answer)          # with aigw.tokenizer
+    usage, answer = usage_and_body("chat-completions", body, has_text=True)
+    if usage is None and answer is not None:  # no usage: count the prompt and this
+        completion_text("chat-completions", answer)  # with aigw.tokenizer
 
     reader = StreamUsage("chat-completions", strip_usage_chunk=True)  # per streamed response
     for chunk in backend_chunks:

@@ -24,6 +24,11 @@ from aigw.usage.stream import MAX_COMPLETION_CHARS
 log = logging.getLogger("aigw.usage")
 
 
+def has_completion_text(operation: str) -> bool:
+    """Whether answers to `operation` have a completion text to count (embeddings do not)."""
+    return operation in _READERS
+
+
 def completion_text(operation: str, body: object) -> str:
     """The completion text of `body`, a parsed JSON answer to `operation`."""
     reader = _READERS.get(operation)
@@ -51,7 +56,8 @@ def _choices_text(body: dict[str, Any]) -> Iterator[str]:
         message = choice.get("message")
         if not isinstance(message, dict):
             continue
-        # In the order a stream sends them, so both give the very same text.
+        # In the order a stream sends them (choice after choice here: a stream of several
+        # choices interleaves them: nearly the same count).
         yield from _strings(message.get("reasoning_content"))
         content = message.get("content")
         if isinstance(content, list):  # content parts, as some compatible servers send

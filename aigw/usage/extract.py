@@ -33,19 +33,21 @@ _TOP_LEVEL_END: Final = re.compile(r'(?:\s*,\s*"(?:[^"\\]|\\.)*"\s*:\s*' + _SCAL
 _DECODER: Final = json.JSONDecoder()
 
 
-def usage_and_body(operation: str, body: bytes) -> tuple[Usage | None, Any]:
+def usage_and_body(operation: str, body: bytes, *, has_text: bool) -> tuple[Usage | None, Any]:
     """`usage_from_body` of a JSON body not yet parsed, and the body parsed when it had to
-    be (else None): without usage, its completion text is counted, so it is parsed once.
+    be (else None): without usage, an answer that `has_text` has its completion text
+    counted, so it is parsed once.
 
     The usage is looked for at the body's end first, where OpenAI and Azure put it: parsing
     the whole body costs ~10 ms per MB (embeddings answers run to several MB) and even a
     small answer's full parse costs more than the rest of the metering. A valid top-level
-    `usage` found there is taken without parsing the rest of the body; otherwise the body is
-    parsed whole, and (None, None) means it is not valid JSON."""
+    `usage` found there is taken without parsing the rest of the body (so is an invalid one
+    when there is no text to count); otherwise the body is parsed whole, and (None, None)
+    means it is not valid JSON."""
     found = _usage_at_end(body)
     if found is not None:
         usage = usage_from_body(operation, {"usage": found[0]})
-        if usage is not None:
+        if usage is not None or not has_text:
             return usage, None
     try:
         parsed = json.loads(body)

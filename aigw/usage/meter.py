@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from aigw.contentcoding import decoded, inflater
 from aigw.errors import BackendProtocolError
-from aigw.usage.completion import completion_text
+from aigw.usage.completion import completion_text, has_completion_text
 from aigw.usage.extract import usage_and_body
 from aigw.usage.model import Usage
 from aigw.usage.stream import StreamUsage
@@ -113,7 +113,9 @@ class UsageMeter:
             if body is not None and compressed:
                 body = decoded(body, encoding, MAX_BUFFERED_BODY)
             if body is not None:
-                self.usage, parsed = usage_and_body(self.operation, body)
+                self.usage, parsed = usage_and_body(
+                    self.operation, body, has_text=has_completion_text(self.operation)
+                )
                 if self.usage is None and parsed is not None:
                     self.answer_text = completion_text(self.operation, parsed)
         return response

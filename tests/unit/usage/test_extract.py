@@ -195,10 +195,10 @@ def test_a_large_body_is_read_for_usage_at_its_end_without_parsing_it_all(
         raise AssertionError("the whole body was parsed")
 
     monkeypatch.setattr(json, "loads", whole)
-    assert usage_and_body("embeddings", body) == (Usage(800, 0, 800), None)
+    assert usage_and_body("embeddings", body, has_text=False) == (Usage(800, 0, 800), None)
     # Only scalar members after it (OpenAI's service_tier, system_fingerprint): still there.
     body = large({"usage": EMBEDDINGS_USAGE, "service_tier": "default", "n": 1, "x": None})
-    assert usage_and_body("embeddings", body) == (Usage(800, 0, 800), None)
+    assert usage_and_body("embeddings", body, has_text=False) == (Usage(800, 0, 800), None)
 
 
 @pytest.mark.parametrize(
@@ -214,30 +214,57 @@ def test_a_large_body_is_read_for_usage_at_its_end_without_parsing_it_all(
 )
 def test_a_large_body_whose_end_is_not_plain_is_parsed_whole(tail: dict[str, Any]) -> None:
     body = large(tail)
-    assert usage_and_body("embeddings", body)[0] == usage_from_body("embeddings", json.loads(body))
+    assert usage_and_body("embeddings", body, has_text=False)[0] == usage_from_body(
+        "embeddings", json.loads(body)
+    )
 
 
 def test_a_usage_that_only_looks_top_level_is_not_taken() -> None:
     body = large({}, head={"wrapper": 1})
     nested = body[:-1] + b', "inner": {"usage": {"prompt_tokens": 3}}}'
-    assert usage_and_body("embeddings", nested)[0] is None
+    assert usage_and_body("embeddings", nested, has_text=False)[0] is None
     array = b"[" + large({"usage": EMBEDDINGS_USAGE}) + b"]"
-    assert usage_and_body("embeddings", array)[0] is None
+    assert usage_and_body("embeddings", array, has_text=False)[0] is None
 
 
 def test_bytes_that_are_not_json_have_no_usage() -> None:
-    assert usage_and_body("chat-completions", b"{not json") == (None, None)
-    assert usage_and_body("chat-completions", b'{"x": ' + b"[" * 100_000) == (None, None)
-    assert usage_and_body("chat-completions", b"\xff\xfe") == (None, None)
+    assert usage_and_body("chat-completions", b"{not json", has_text=True) == (None, None)
+    assert usage_and_body("chat-completions", b'{"x": ' + b"[" * 100_000, has_text=True) == (
+        None,
+        None,
+    )
+    assert usage_and_body("chat-completions", b"\xff\xfe", has_text=True) == (None, None)
 
 
 def test_a_body_without_usage_comes_back_parsed_for_its_completion_text() -> None:
     body = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}}]}
-    assert usage_and_body("chat-completions", json.dumps(body).encode()) == (None, body)
+    assert usage_and_body("chat-completions", json.dumps(body).encode(), has_text=True) == (
+        None,
+        body,
+    )
     null = {**body, "usage": None}  # at the end, but no usage: the body is parsed after all
-    assert usage_and_body("chat-completions", json.dumps(null).encode()) == (None, null)
+    assert usage_and_body("chat-completions", json.dumps(null).encode(), has_text=True) == (
+        None,
+        null,
+    )
 
 
 def test_an_odd_usage_at_the_end_comes_back_with_the_body_parsed() -> None:
     body = {**CHAT_BODY, "usage": {"prompt_tokens": -1, "completion_tokens": 2}}
-    assert usage_and_body("chat-completions", json.dumps(body).encode()) == (None, body)
+    assert usage_and_body("chat-completions", json.dumps(body).encode(), has_text=True) == (
+        None,
+        body,
+    )
+
+
+def test_an_odd_usage_at_the_end_of_an_answer_without_text_is_not_parsed_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Embeddings have no completion text to count: a multi-MB body is not parsed for it."""
+    body = large({"usage": {"prompt_tokens": -1, "total_tokens": 2}})
+
+    def whole(text: Any, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the whole body was parsed")
+
+    monkeypatch.setattr(json, "loads", whole)
+    assert usage_and_body("embeddings", body, has_text=False) == (None, None)
