@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-# Loop timers fire to the millisecond (uvloop's clock advances in whole milliseconds): a
-# deadline that close is due.
+# Loop timers fire to the millisecond (uvloop's clock moves in whole milliseconds), so one
+# may fire up to that much before its time: a deadline that close counts as due.
 _RESOLUTION = 0.001
 
 
